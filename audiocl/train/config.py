@@ -1,0 +1,222 @@
+"""Typed training configuration, loaded from YAML with ``key=value`` overrides.
+
+One file drives both the single-process and the Ray Train path. Every section
+rejects unknown keys (``extra="forbid"``) so a typo such as ``optim.lr_rate``
+fails loudly, naming the key and the file, instead of silently training with a
+default. Errors are :class:`audiocl.errors.InputError` (one line in the CLI).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from audiocl.errors import AudioclError, InputError
+
+__all__ = [
+    "DataConfig",
+    "DistributedConfig",
+    "LossConfig",
+    "LossTerm",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_override",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LossTerm(_Strict):
+    """One weighted term of a combined loss."""
+
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    """``name`` + ``kwargs`` for one loss, or ``terms`` for a weighted sum."""
+
+    name: str = "clip"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    terms: list[LossTerm] | None = None
+
+
+class DataConfig(_Strict):
+    store: str | None = None
+    manifest: str | None = None
+    val_store: str | None = None
+    val_manifest: str | None = None
+    batch_size: int = Field(64, ge=1, description="global batch (all workers, all micro-batches)")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="per-worker forward chunk; None = no accumulation"
+    )
+    num_workers: int = Field(0, ge=0)
+    max_frames: int | None = Field(None, ge=1)
+    length_policy: str = "repeatpad"
+    val_length_policy: str = "repeatpad"
+    text_field: str = "texts"
+    caption_sampling: Literal["random", "first"] = "random"
+    # tower name -> batch field ("features" for log-mels, the text field for text)
+    inputs: dict[str, str] = Field(default_factory=lambda: {"audio": "features", "text": "texts"})
+    shuffle: bool = True
+    drop_last: bool = True
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.2, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    # parameters whose name contains one of these get no weight decay
+    no_decay: list[str] = Field(
+        default_factory=lambda: ["bias", "norm", "logit_scale", "logit_bias", "bn"]
+    )
+
+
+class ScheduleConfig(_Strict):
+    kind: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainConfig(_Strict):
+    epochs: int | None = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    val_every: int | None = Field(None, ge=1, description="steps; None = end of each epoch")
+    ckpt_every: int | None = Field(None, ge=1, description="steps; None = end of each epoch")
+    keep_checkpoints: int = Field(2, ge=1)
+    best_metric: str = "val_loss"
+    best_mode: Literal["min", "max"] = "min"
+    output_dir: str = "exp/run"
+    on_nan: Literal["error", "skip"] = "error"
+    max_skipped_steps: int = Field(10, ge=0, description="with on_nan=skip: give up after this many in a row")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainConfig:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set train.epochs or train.max_steps")
+        return self
+
+
+class DistributedConfig(_Strict):
+    workers: int = Field(1, ge=1)
+    gpus: int = Field(0, ge=0, description="GPUs per worker (0 = CPU, gloo)")
+    address: str | None = None
+    max_failures: int = Field(0, ge=-1)
+    name: str | None = None
+    storage_path: str | None = None
+
+
+class TrainingConfig(_Strict):
+    """The whole training run; ``model`` is the models package's config (dict or path)."""
+
+    model: dict[str, Any] | str = Field(default_factory=dict)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    prompts: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], yaml.safe_load(value))."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise AudioclError(f"override {text!r}: expected key=value with a dotted key, e.g. optim.lr=1e-3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise AudioclError(f"override {text!r}: value is not valid YAML ({err.__class__.__name__})") from None
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key=value`` override set (dotted paths)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise AudioclError(f"override {text!r}: '{where}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _format_error(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return field, f"unknown key '{field}'"
+    return field, f"'{field}': {first['msg']}"
+
+
+def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainingConfig:
+    try:
+        return TrainingConfig.model_validate(raw)
+    except ValidationError as err:
+        field, msg = _format_error(err)
+        raise InputError(source or "<config>", msg, field=None) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainingConfig:
+    """Load a YAML training config, apply ``key=value`` overrides, validate.
+
+    Unknown keys raise :class:`InputError` naming the key and the file (or
+    ``<command line>`` when the key came from an override).
+    """
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(source, "config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            raise InputError(source, f"invalid YAML: {getattr(err, 'problem', err)}", line=line) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError(source, "top level must be a mapping of sections")
+        raw = loaded
+    overrides = list(overrides or [])
+    # validate the file alone first so an error in it names the file
+    if path is not None:
+        validate_config(raw, source)
+    if overrides:
+        merged = apply_overrides(raw, overrides)
+        return validate_config(merged, f"{source} + <command line>")
+    return validate_config(raw, source)
