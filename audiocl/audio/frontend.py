@@ -1,0 +1,409 @@
+"""Log-mel front-end: a frozen, hashable configuration, named presets and a torch module.
+
+``FrontendConfig`` holds every parameter of the waveform -> log-mel transform
+plus the clip length and length policy used when clips are batched. Its
+``hash()`` covers the parameters and the resampler identity
+(:data:`audiocl.audio.io.RESAMPLER`), so a feature store can refuse features
+made any other way.
+
+``LogMel`` computes, for a batch ``[B, T]``::
+
+    frames  = T // hop + 1                        (center=True: pad n_fft//2 each side)
+    S[b,t,f] = |rfft(window * x_b[t*hop : t*hop + n_fft])[f]| ** power
+    M[b,t,m] = sum_f S[b,t,f] * mel[f,m]
+    out      = 10/ (power/2) * log10(max(M, amin)) - same*log10(ref)   (log="db")
+             = ln(max(M, amin))                                    (log="log")
+    optionally clipped below at max_b(out) - top_db (per clip)
+
+With the ``laion_clap`` preset this equals Hugging Face
+``ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad",
+frequency_min=50, frequency_max=14000)`` on the same 10 s waveform (tested to
+1e-3 dB), which is also what LAION-CLAP's torchlibrosa front-end computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiocl.audio.io import RESAMPLER
+from audiocl.errors import AudioclError
+
+FORMAT = "audiocl.frontend/1"
+
+#: Length policies for clips shorter than the target (pad side) and longer (truncation side).
+PAD_POLICIES = ("pad", "repeat", "repeatpad")
+TRUNC_POLICIES = ("trunc", "rand_trunc")
+#: Keys that ``describe()`` adds and ``from_dict`` accepts (and checks) beside the parameters.
+RESERVED_KEYS = ("format", "resampler", "hash")
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Every parameter of waveform -> log-mel, plus the batching length policy.
+
+    sample_rate: waveform rate in Hz (audio is resampled to it).
+    n_fft / win_length / hop_length: STFT sizes in samples; a window shorter than
+        n_fft is zero-padded on both sides (centred), as torch.stft and librosa do.
+    window: "hann" (periodic) or "hamming" (periodic).
+    n_mels, f_min, f_max (None = sample_rate / 2): mel filterbank.
+    mel_scale: "slaney" (librosa default) or "htk"; mel_norm: "slaney" (area) or None.
+    power: 2.0 power spectrogram, 1.0 magnitude.
+    center / pad_mode: pad n_fft // 2 each side with "reflect" or "constant" (zeros).
+    log: "db" -> (20/power)*log10(max(M, amin)/ref); "log" -> ln(max(M, amin)).
+    amin, ref, top_db: floor, reference and optional dynamic-range clip (per clip).
+    clip_samples: target waveform length when batching (None = keep full length).
+    length_policy: "<pad>+<trunc>", e.g. "repeatpad+rand_trunc" (see audiocl.audio.length).
+    fusion: LAION-style 4-view fusion of clips longer than clip_samples.
+    """
+
+    sample_rate: int = 48000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 480
+    window: str = "hann"
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float | None = 14000.0
+    mel_scale: str = "slaney"
+    mel_norm: str | None = "slaney"
+    power: float = 2.0
+    center: bool = True
+    pad_mode: str = "reflect"
+    log: str = "db"
+    amin: float = 1e-10
+    ref: float = 1.0
+    top_db: float | None = None
+    clip_samples: int | None = 480000
+    length_policy: str = "repeatpad+rand_trunc"
+    fusion: bool = False
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(msg: str) -> AudioclError:
+            return AudioclError(f"front-end config: {msg}")
+
+        for name in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
+            if getattr(self, name) <= 0:
+                raise bad(f"{name} must be positive, got {getattr(self, name)}")
+        if self.win_length > self.n_fft:
+            raise bad(f"win_length {self.win_length} > n_fft {self.n_fft}")
+        if self.window not in ("hann", "hamming"):
+            raise bad(f"window must be 'hann' or 'hamming', got {self.window!r}")
+        nyquist = self.sample_rate / 2
+        fmax = self.f_max_hz
+        if not (0 <= self.f_min < fmax <= nyquist):
+            raise bad(f"need 0 <= f_min < f_max <= sample_rate/2 ({nyquist}), got {self.f_min}, {fmax}")
+        if self.mel_scale not in ("slaney", "htk"):
+            raise bad(f"mel_scale must be 'slaney' or 'htk', got {self.mel_scale!r}")
+        if self.mel_norm not in ("slaney", None):
+            raise bad(f"mel_norm must be 'slaney' or null, got {self.mel_norm!r}")
+        if self.power not in (1.0, 2.0):
+            raise bad(f"power must be 1.0 or 2.0, got {self.power}")
+        if self.pad_mode not in ("reflect", "constant"):
+            raise bad(f"pad_mode must be 'reflect' or 'constant', got {self.pad_mode!r}")
+        if self.log not in ("db", "log"):
+            raise bad(f"log must be 'db' or 'log', got {self.log!r}")
+        if not (self.amin > 0 and self.ref > 0):
+            raise bad("amin and ref must be > 0")
+        if self.top_db is not None and not self.top_db > 0:
+            raise bad(f"top_db must be > 0 or null, got {self.top_db}")
+        if self.clip_samples is not None and self.clip_samples <= 0:
+            raise bad(f"clip_samples must be positive or null, got {self.clip_samples}")
+        parse_length_policy(self.length_policy)
+
+    # -- derived -----------------------------------------------------------
+    @property
+    def f_max_hz(self) -> float:
+        return float(self.sample_rate) / 2 if self.f_max is None else float(self.f_max)
+
+    @property
+    def clip_frames(self) -> int | None:
+        """Frames of a ``clip_samples`` waveform (the length the loader crops mels to)."""
+        if self.clip_samples is None:
+            return None
+        return num_frames(self.clip_samples, self)
+
+    # -- serialisation -----------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters only, JSON-ready (``from_dict(to_dict())`` round-trips)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FrontendConfig:
+        """Build from a dict; unknown keys raise AudioclError naming them.
+
+        A dict from :meth:`describe` (with ``format``/``resampler``/``hash``) is
+        accepted, and its hash must match what this installation computes, so a
+        config from another resampler version is refused rather than mixed.
+        """
+        if not isinstance(d, dict):
+            raise AudioclError(f"front-end config must be a mapping, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in d if k not in names and k not in RESERVED_KEYS)
+        if unknown:
+            raise AudioclError(
+                f"front-end config: unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(names))}"
+            )
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        if "hash" in d and d["hash"] != cfg.hash():
+            raise AudioclError(
+                "front-end config: stored hash does not match these parameters with this "
+                f"installation's resampler {RESAMPLER} (stored resampler: {d.get('resampler')})"
+            )
+        return cfg
+
+    def canonical_json(self) -> str:
+        payload = {"format": FORMAT, "params": self.to_dict(), "resampler": RESAMPLER}
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    def hash(self) -> str:
+        """sha256 hex of the canonical JSON of the parameters and the resampler identity."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters plus format, resampler and hash: what ``features.json``/``frontend.json`` hold."""
+        return {**self.to_dict(), "format": FORMAT, "resampler": dict(RESAMPLER), "hash": self.hash()}
+
+    def replace(self, **overrides: Any) -> FrontendConfig:
+        return FrontendConfig.from_dict({**self.to_dict(), **overrides})
+
+
+_INT = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels")
+_FLOAT = ("f_min", "power", "amin", "ref")
+_OPT_FLOAT = ("f_max", "top_db")
+
+
+def _coerce(name: str, v: Any) -> Any:
+    """Types as JSON/YAML deliver them (50 for 50.0, 48000.0 for 48000), checked."""
+
+    def fail(kind: str) -> AudioclError:
+        return AudioclError(f"front-end config: {name} must be {kind}, got {v!r}")
+
+    if name in _INT or (name == "clip_samples" and v is not None):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer)):
+            raise fail("an integer")
+        if isinstance(v, float) and not v.is_integer():
+            raise fail("an integer")
+        return int(v)
+    if name in _FLOAT or (name in _OPT_FLOAT and v is not None):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+            raise fail("a number")
+        if not math.isfinite(float(v)):
+            raise fail("finite")
+        return float(v)
+    if name in ("center", "fusion"):
+        if not isinstance(v, bool):
+            raise fail("true or false")
+        return v
+    if name in ("window", "mel_scale", "pad_mode", "log", "length_policy"):
+        if not isinstance(v, str):
+            raise fail("a string")
+        return v
+    if name == "mel_norm":
+        if v is not None and not isinstance(v, str):
+            raise fail("a string or null")
+        return v
+    return v
+
+
+def parse_length_policy(policy: str) -> tuple[str, str]:
+    """Split ``"<pad>+<trunc>"`` into its two halves.
+
+    A single name stands for both directions: a pad policy (pad, repeat,
+    repeatpad) truncates long clips from the start ("trunc"); a truncation
+    policy (trunc, rand_trunc) zero-pads short clips ("pad").
+    """
+    if not isinstance(policy, str):
+        raise AudioclError(f"length policy must be a string, got {policy!r}")
+    parts = policy.split("+")
+    if len(parts) == 1:
+        p = parts[0]
+        if p in PAD_POLICIES:
+            return p, "trunc"
+        if p in TRUNC_POLICIES:
+            return "pad", p
+    elif len(parts) == 2 and parts[0] in PAD_POLICIES and parts[1] in TRUNC_POLICIES:
+        return parts[0], parts[1]
+    raise AudioclError(
+        f"unknown length policy {policy!r}: use one of {', '.join(PAD_POLICIES + TRUNC_POLICIES)} "
+        "or '<pad>+<trunc>' such as 'repeatpad+rand_trunc'"
+    )
+
+
+PRESETS: dict[str, FrontendConfig] = {
+    # LAION-CLAP / HF ClapFeatureExtractor(rand_trunc, repeatpad, 50..14000 Hz):
+    # librosa-style Slaney mels, power spectrogram, 10*log10(max(M, 1e-10)), no top_db.
+    "laion_clap": FrontendConfig(),
+    # Speech at 16 kHz: 25 ms Hann window in a 512-point FFT, 10 ms hop, 80 mels.
+    # 20 Hz keeps the DC/rumble bin out; 8000 Hz is Nyquist. Natural log with a
+    # 1e-6 floor (-13.8) keeps digital silence from dominating feature statistics.
+    # 10 s clips, zero-padded, truncated from the start (speech is not repeated).
+    "speech16k": FrontendConfig(
+        sample_rate=16000,
+        n_fft=512,
+        win_length=400,
+        hop_length=160,
+        n_mels=80,
+        f_min=20.0,
+        f_max=8000.0,
+        mel_scale="slaney",
+        mel_norm="slaney",
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
+        log="log",
+        amin=1e-6,
+        clip_samples=160000,
+        length_policy="pad+trunc",
+    ),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> FrontendConfig:
+    """A named preset with any parameters overridden (checked like ``from_dict``)."""
+    if name not in PRESETS:
+        raise AudioclError(f"unknown front-end preset {name!r}; presets: {', '.join(sorted(PRESETS))}")
+    if not overrides:
+        return PRESETS[name]
+    return PRESETS[name].replace(**overrides)
+
+
+def num_frames(num_samples: int, cfg: FrontendConfig) -> int:
+    """Frames ``LogMel`` produces for ``num_samples`` samples."""
+    if cfg.center:
+        return num_samples // cfg.hop_length + 1
+    if num_samples < cfg.n_fft:
+        return 0
+    return (num_samples - cfg.n_fft) // cfg.hop_length + 1
+
+
+def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
+    """``[n_fft // 2 + 1, n_mels]`` float64 filterbank (librosa, computed in float64)."""
+    import librosa
+
+    fb = librosa.filters.mel(
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        n_mels=cfg.n_mels,
+        fmin=cfg.f_min,
+        fmax=cfg.f_max_hz,
+        htk=cfg.mel_scale == "htk",
+        norm=cfg.mel_norm,
+        dtype=np.float64,
+    )
+    return np.ascontiguousarray(fb.T)
+
+
+def window_array(cfg: FrontendConfig) -> np.ndarray:
+    """Periodic window of ``win_length`` zero-padded (centred) to ``n_fft``, float64."""
+    n = cfg.win_length
+    k = np.arange(n)
+    if cfg.window == "hann":
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * k / n)
+    else:
+        w = 0.54 - 0.46 * np.cos(2 * np.pi * k / n)
+    out = np.zeros(cfg.n_fft)
+    off = (cfg.n_fft - n) // 2
+    out[off : off + n] = w
+    return out
+
+
+class LogMel(torch.nn.Module):
+    """Batched log-mel: ``forward(wav: Tensor[B, T]) -> Tensor[B, frames, n_mels]`` (float32).
+
+    A 1-D ``Tensor[T]`` gives ``Tensor[frames, n_mels]``. Works on any device the
+    module is moved to. The window and the mel matrix are buffers; the mel matrix
+    is cut to the FFT bins where some filter is non-zero, so only those bins'
+    power is formed (at 48 kHz / 50-14000 Hz that is 297 of 513 bins).
+    """
+
+    def __init__(self, cfg: FrontendConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        fb = mel_filterbank(cfg)
+        nz = np.flatnonzero(np.abs(fb).sum(axis=1) > 0)
+        if nz.size == 0:
+            raise AudioclError("front-end config: the mel filterbank is all zero (check n_mels/f_min/f_max)")
+        self.lo, self.hi = int(nz[0]), int(nz[-1]) + 1
+        self.register_buffer("mel", torch.from_numpy(fb[self.lo : self.hi].astype(np.float32)), persistent=False)
+        self.register_buffer("window", torch.from_numpy(window_array(cfg).astype(np.float32)), persistent=False)
+        if cfg.log == "db":
+            self.log_scale = 10.0 * 2.0 / cfg.power
+            self.log_offset = self.log_scale * math.log10(cfg.ref)
+        else:
+            self.log_scale, self.log_offset = 1.0, math.log(cfg.ref)
+
+    def extra_repr(self) -> str:
+        return f"preset_hash={self.cfg.hash()[:12]}, bins={self.lo}:{self.hi}"
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.cfg.n_fft // 2
+        if self.cfg.pad_mode == "constant":
+            return torch.nn.functional.pad(x, (p, p))
+        if x.shape[-1] <= p:
+            raise AudioclError(
+                f"waveform of {x.shape[-1]} samples is too short for reflect padding of {p} "
+                "(apply a length policy first or use pad_mode='constant')"
+            )
+        # Reflection excludes the edge sample (numpy/librosa/torch "reflect").
+        return torch.cat([x[:, 1 : p + 1].flip(-1), x, x[:, -p - 1 : -1].flip(-1)], dim=-1)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        squeeze = wav.dim() == 1
+        if squeeze:
+            wav = wav.unsqueeze(0)
+        if wav.dim() != 2:
+            raise AudioclError(f"LogMel expects [B, T] or [T], got shape {tuple(wav.shape)}")
+        x = wav.to(self.mel.dtype)
+        if self.cfg.center:
+            x = self._pad(x)
+        if x.shape[-1] < self.cfg.n_fft:
+            raise AudioclError(f"waveform of {wav.shape[-1]} samples is shorter than n_fft {self.cfg.n_fft}")
+        frames = x.unfold(-1, self.cfg.n_fft, self.cfg.hop_length) * self.window
+        spec = torch.fft.rfft(frames, dim=-1)
+        ri = torch.view_as_real(spec[..., self.lo : self.hi])
+        # re^2 + im^2 on strided views: several times faster on CPU than .abs() on complex.
+        power = ri[..., 0].square() + ri[..., 1].square()
+        if self.cfg.power == 1.0:
+            power = power.sqrt()
+        m = torch.matmul(power, self.mel)
+        out = m.clamp_min_(self.cfg.amin)
+        if self.cfg.log == "db":
+            out = out.log10_().mul_(self.log_scale)
+        else:
+            out = out.log_()
+        if self.log_offset:
+            out = out.sub_(self.log_offset)
+        if self.cfg.top_db is not None:
+            peak = out.amax(dim=(-2, -1), keepdim=True)
+            out = torch.maximum(out, peak - self.cfg.top_db)
+        return out[0] if squeeze else out
+
+
+_MODULE_CACHE: dict[str, LogMel] = {}
+
+
+def compute_logmel(wav: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
+    """Log-mel of one waveform ``[T]`` (at ``cfg.sample_rate``): float32 ``[frames, n_mels]``."""
+    x = np.asarray(wav, dtype=np.float32)
+    if x.ndim != 1:
+        raise AudioclError(f"compute_logmel expects a 1-D waveform, got shape {x.shape}")
+    key = cfg.hash()
+    mod = _MODULE_CACHE.get(key)
+    if mod is None:
+        mod = _MODULE_CACHE[key] = LogMel(cfg)
+    with torch.inference_mode():
+        return mod(torch.from_numpy(x)).numpy()
