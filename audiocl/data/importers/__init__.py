@@ -1,0 +1,78 @@
+"""Importers: one ``prepare_<corpus>(root, ...) -> Iterator[AudioItem]`` per corpus.
+
+Each reads a corpus in its own published layout and yields manifest items
+without decoding audio (``soundfile.info`` fills in the sample rate, length
+and channels unless ``probe=False``). Pass ``stats=ImportStats()`` to learn
+how many files were missing or unreadable. ``prepare(name, root, **kw)`` looks
+an importer up by name; :data:`IMPORTERS` lists them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from audiocl.data.importers._common import ImportStats, probe_audio
+from audiocl.data.importers.audiocaps import prepare_audiocaps
+from audiocl.data.importers.clotho import prepare_clotho
+from audiocl.data.importers.esc50 import prepare_esc50
+from audiocl.data.importers.folder import prepare_folder
+from audiocl.data.importers.fsdd import prepare_fsdd
+from audiocl.data.importers.urbansound8k import prepare_urbansound8k
+from audiocl.data.manifest import AudioItem
+from audiocl.errors import AudioclError
+
+IMPORTERS: dict[str, Callable[..., Iterator[AudioItem]]] = {
+    "esc50": prepare_esc50,
+    "fsdd": prepare_fsdd,
+    "urbansound8k": prepare_urbansound8k,
+    "audiocaps": prepare_audiocaps,
+    "clotho": prepare_clotho,
+    "folder": prepare_folder,
+}
+
+__all__ = [
+    "IMPORTERS",
+    "ImportStats",
+    "get_importer",
+    "importer_options",
+    "prepare",
+    "prepare_audiocaps",
+    "prepare_clotho",
+    "prepare_esc50",
+    "prepare_folder",
+    "prepare_fsdd",
+    "prepare_urbansound8k",
+    "probe_audio",
+]
+
+
+def get_importer(name: str) -> Callable[..., Iterator[AudioItem]]:
+    """The importer called ``name``; ``AudioclError`` listing the known ones otherwise."""
+    try:
+        return IMPORTERS[name]
+    except KeyError:
+        raise AudioclError(
+            f"unknown dataset {name!r}; known: {', '.join(sorted(IMPORTERS))}"
+        ) from None
+
+
+def importer_options(name: str) -> list[str]:
+    """Keyword options the importer ``name`` accepts (besides ``root``)."""
+    sig = inspect.signature(get_importer(name))
+    return [p for p in sig.parameters if p != "root"]
+
+
+def prepare(name: str, root: str | os.PathLike, **kw: Any) -> Iterator[AudioItem]:
+    """Run the importer ``name`` on ``root``; unknown options raise ``AudioclError``."""
+    fn = get_importer(name)
+    allowed = set(importer_options(name))
+    bad = sorted(set(kw) - allowed)
+    if bad:
+        raise AudioclError(
+            f"{name}: option(s) {', '.join(bad)} do not apply; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
+    return fn(root, **kw)
