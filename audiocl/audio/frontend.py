@@ -290,6 +290,14 @@ def num_frames(num_samples: int, cfg: FrontendConfig) -> int:
     return (num_samples - cfg.n_fft) // cfg.hop_length + 1
 
 
+def log_floor(cfg: FrontendConfig) -> float:
+    """The value ``LogMel`` gives digital silence (pad mels with it): -100.0 for laion_clap."""
+    if cfg.log == "db":
+        scale = 10.0 * 2.0 / cfg.power
+        return scale * math.log10(cfg.amin) - scale * math.log10(cfg.ref)
+    return math.log(cfg.amin) - math.log(cfg.ref)
+
+
 def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
     """``[n_fft // 2 + 1, n_mels]`` float64 filterbank (librosa, computed in float64)."""
     import librosa

@@ -1,0 +1,194 @@
+"""Length policies: fit a waveform or a log-mel to a fixed length, deterministically.
+
+Policies (names as in LAION-CLAP and ``ClapFeatureExtractor``):
+
+* pad side, for clips shorter than the target
+  - ``pad``:       zero-pad at the end.
+  - ``repeat``:    tile the clip and cut at the target.
+  - ``repeatpad``: tile ``target // len`` whole copies, then zero-pad (LAION).
+* truncation side, for clips longer than the target
+  - ``trunc``:      keep the first ``target`` samples.
+  - ``rand_trunc``: keep a random window; the offset is drawn from a generator
+    seeded by ``seed`` and, if given, the item ``key`` (e.g. its id), so the same
+    (clip, seed, key) always gives the same crop, in any process.
+
+A policy string is ``"<pad>+<trunc>"`` (``"repeatpad+rand_trunc"``) or one name,
+which stands for both sides (see :func:`audiocl.audio.frontend.parse_length_policy`).
+
+The ``*_frames`` variants work on ``[frames, n_mels]`` log-mels along the first
+axis, because the feature store keeps full-length mels and the loader crops at
+batch time. Padding a mel uses ``pad_value`` (the log floor; -100 dB for
+``laion_clap``), which is what a zero-padded waveform turns into, except for the
+one or two frames whose window straddles the boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from audiocl.audio.frontend import parse_length_policy
+from audiocl.errors import AudioclError
+
+#: Log floor of the ``laion_clap`` preset: 10 * log10(1e-10).
+LAION_FLOOR_DB = -100.0
+
+
+def make_rng(seed: int, key: str | int | None = None) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``key`` (stable across processes).
+
+    Python's ``hash()`` of a string changes per process, so the key is hashed with
+    sha256 instead.
+    """
+    parts = [int(seed) & 0xFFFFFFFFFFFFFFFF]
+    if key is not None:
+        digest = hashlib.sha256(str(key).encode()).digest()
+        parts.append(int.from_bytes(digest[:8], "little"))
+    return np.random.default_rng(np.random.SeedSequence(parts))
+
+
+def _as_numpy(x: Any) -> tuple[np.ndarray, bool]:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy(), True
+    return np.asarray(x), False
+
+
+def _back(x: np.ndarray, was_torch: bool) -> Any:
+    return torch.from_numpy(np.ascontiguousarray(x)) if was_torch else x
+
+
+def _fit(
+    x: np.ndarray,
+    target: int,
+    policy: str,
+    seed: int,
+    key: str | int | None,
+    pad_value: float,
+) -> np.ndarray:
+    """Fit ``x`` to ``target`` along axis 0."""
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target <= 0:
+        raise AudioclError(f"target length must be a positive integer, got {target!r}")
+    pad_p, trunc_p = parse_length_policy(policy)
+    n = x.shape[0]
+    if n == 0:
+        raise AudioclError("cannot apply a length policy to an empty clip")
+    if n > target:
+        if trunc_p == "trunc":
+            return x[:target]
+        off = int(make_rng(seed, key).integers(0, n - target + 1))
+        return x[off : off + target]
+    if n == target:
+        return x
+    if pad_p == "repeat":
+        reps = -(-target // n)
+        return np.concatenate([x] * reps, axis=0)[:target]
+    if pad_p == "repeatpad":
+        x = np.concatenate([x] * (target // n), axis=0)
+    out = np.full((target, *x.shape[1:]), pad_value, dtype=x.dtype)
+    out[: x.shape[0]] = x
+    return out
+
+
+def apply_length_policy(
+    wav: Any,
+    target_len: int,
+    policy: str,
+    *,
+    seed: int = 0,
+    key: str | int | None = None,
+) -> Any:
+    """Fit a waveform ``[T]`` (or ``[C, T]``) to ``target_len`` samples.
+
+    Returns the same type as given (numpy array or torch tensor). Zero is the pad
+    value. ``rand_trunc`` is deterministic given ``(seed, key)``.
+    """
+    x, was_torch = _as_numpy(wav)
+    if x.ndim == 1:
+        return _back(_fit(x, target_len, policy, seed, key, 0.0), was_torch)
+    if x.ndim == 2:
+        # Same crop for every channel: fit the transposed [T, C] array along time.
+        return _back(_fit(x.T, target_len, policy, seed, key, 0.0).T, was_torch)
+    raise AudioclError(f"expected a waveform [T] or [C, T], got shape {x.shape}")
+
+
+def apply_length_policy_frames(
+    mel: Any,
+    target_frames: int,
+    policy: str,
+    *,
+    seed: int = 0,
+    key: str | int | None = None,
+    pad_value: float = LAION_FLOOR_DB,
+) -> Any:
+    """Fit a log-mel ``[frames, n_mels]`` to ``target_frames`` frames (same policies).
+
+    Pads with ``pad_value`` (pass the preset's log floor, -100 dB for laion_clap,
+    ln(1e-6) for speech16k).
+    """
+    x, was_torch = _as_numpy(mel)
+    if x.ndim != 2:
+        raise AudioclError(f"expected a log-mel [frames, n_mels], got shape {x.shape}")
+    return _back(_fit(x, target_frames, policy, seed, key, pad_value), was_torch)
+
+
+def fusion_views(
+    mel: Any,
+    chunk_frames: int,
+    *,
+    seed: int = 0,
+    key: str | int | None = None,
+    pad_value: float = LAION_FLOOR_DB,
+) -> tuple[Any, bool]:
+    """LAION-style fusion input: ``([4, chunk_frames, n_mels], is_longer)``.
+
+    For a mel longer than ``chunk_frames``: view 0 is the whole mel shrunk to
+    ``chunk_frames`` frames (bilinear, ``align_corners=False``, mel axis kept);
+    views 1-3 are ``chunk_frames``-long crops whose start is drawn (seeded by
+    ``seed``/``key``) from the first, middle and last third of the possible
+    starts ``0 .. frames - chunk_frames`` (an empty third falls back to start 0).
+    A mel not longer than the chunk is repeat-padded to the chunk and used as all
+    four views, and ``is_longer`` is False.
+    """
+    x, was_torch = _as_numpy(mel)
+    if x.ndim != 2:
+        raise AudioclError(f"expected a log-mel [frames, n_mels], got shape {x.shape}")
+    total = x.shape[0]
+    if total <= chunk_frames:
+        one = _fit(x, chunk_frames, "repeatpad", seed, key, pad_value)
+        return _back(np.stack([one] * 4), was_torch), False
+    rng = make_rng(seed, key)
+    thirds = np.array_split(np.arange(total - chunk_frames + 1), 3)
+    starts = [int(rng.choice(t)) if len(t) else 0 for t in thirds]
+    crops = [x[s : s + chunk_frames] for s in starts]
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+    shrunk = torch.nn.functional.interpolate(
+        t, size=(chunk_frames, x.shape[1]), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    views = np.stack([shrunk.astype(x.dtype, copy=False), *crops])
+    return _back(views, was_torch), True
+
+
+def sliding_windows(x: Any, win: int, hop: int, *, pad_value: float = 0.0) -> Any:
+    """Cut ``x`` along axis 0 into windows of ``win`` every ``hop``: ``[n_windows, win, ...]``.
+
+    Works for a waveform ``[T]`` (-> ``[n, win]``) and a mel ``[frames, n_mels]``
+    (-> ``[n, win, n_mels]``). ``n = 1 + ceil(max(0, T - win) / hop)``, so every
+    sample is in some window; the last window is padded with ``pad_value``.
+    """
+    a, was_torch = _as_numpy(x)
+    if win <= 0 or hop <= 0:
+        raise AudioclError(f"window and hop must be positive, got win={win}, hop={hop}")
+    if a.ndim < 1 or a.shape[0] == 0:
+        raise AudioclError("cannot cut windows from an empty clip")
+    n_total = a.shape[0]
+    n = 1 + -(-max(0, n_total - win) // hop)
+    need = (n - 1) * hop + win
+    if need > n_total:
+        padded = np.full((need, *a.shape[1:]), pad_value, dtype=a.dtype)
+        padded[:n_total] = a
+        a = padded
+    idx = np.arange(n)[:, None] * hop + np.arange(win)[None, :]
+    return _back(a[idx], was_torch)
