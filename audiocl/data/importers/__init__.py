@@ -39,6 +39,7 @@ __all__ = [
     "get_importer",
     "importer_options",
     "prepare",
+    "prepare_manifest",
     "prepare_audiocaps",
     "prepare_clotho",
     "prepare_esc50",
@@ -62,7 +63,7 @@ def get_importer(name: str) -> Callable[..., Iterator[AudioItem]]:
 def importer_options(name: str) -> list[str]:
     """Keyword options the importer ``name`` accepts (besides ``root``)."""
     sig = inspect.signature(get_importer(name))
-    return [p for p in sig.parameters if p != "root"]
+    return [p for p in sig.parameters if p not in ("root", "stats")]
 
 
 def prepare(name: str, root: str | os.PathLike, **kw: Any) -> Iterator[AudioItem]:
@@ -76,3 +77,33 @@ def prepare(name: str, root: str | os.PathLike, **kw: Any) -> Iterator[AudioItem
             f"it takes {', '.join(sorted(allowed))}"
         )
     return fn(root, **kw)
+
+
+def prepare_manifest(
+    name: str,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    relative_paths: bool = False,
+    progress: Callable[[int], None] | None = None,
+    **kw: Any,
+) -> ImportStats:
+    """Import ``root`` with the importer ``name`` and write the manifest ``out`` atomically.
+
+    ``progress(n)`` is called after each item written. An import that yields
+    no item at all raises ``AudioclError`` and writes nothing, as does any
+    error on the way. Returns the importer's :class:`ImportStats`.
+    """
+    from audiocl.data.manifest import ManifestWriter
+
+    stats = ImportStats()
+    items = prepare(name, root, stats=stats, **kw)
+    with ManifestWriter(out, relative_to_manifest=relative_paths) as writer:
+        for item in items:
+            writer.write(item)
+            if progress is not None:
+                progress(writer.count)
+        if writer.count == 0:
+            detail = f" ({stats.missing} missing audio files)" if stats.missing else ""
+            raise AudioclError(f"{name}: no items found under {root}{detail}; nothing written")
+    return stats

@@ -1,0 +1,49 @@
+"""``audiocl info PATH``: counts, durations and histograms of a manifest or feature store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="a manifest (.jsonl / .jsonl.gz) or a feature store folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--top", type=int, default=20, help="labels to list (default 20)")
+
+
+def _lines(d: Any, indent: int = 0) -> list[str]:
+    pad = "  " * indent
+    out: list[str] = []
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.append(f"{pad}{key}:")
+            out.extend(_lines(value, indent + 1))
+        elif isinstance(value, float):
+            out.append(f"{pad}{key}: {value:.4g}")
+        else:
+            out.append(f"{pad}{key}: {value}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from audiocl.errors import AudioclError
+
+    if args.top < 0:
+        raise AudioclError("--top must be >= 0")
+    if os.path.isdir(args.path):
+        try:
+            from audiocl.data.store import summarize_store
+        except ImportError as err:
+            raise AudioclError(f"{args.path} is a folder, and the store summary is unavailable ({err})") from None
+        summary = summarize_store(args.path)
+        text = "\n".join(_lines(summary))
+    else:
+        from audiocl.data.manifest import format_manifest_summary, summarize_manifest
+
+        summary = summarize_manifest(args.path, top=args.top)
+        text = format_manifest_summary(summary)
+    print(json.dumps(summary, indent=2, default=str) if args.json else text)
+    return 0
