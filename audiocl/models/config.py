@@ -1,0 +1,202 @@
+"""Typed configuration of a multi-tower model.
+
+A model is fully determined by a :class:`ModelConfig`: a dict of named towers
+(each an encoder, a projection to the shared space and a freeze flag), the
+shared embedding size, and the temperature / bias of the contrastive logits.
+Unknown keys are rejected and named, so a typo in a YAML file never silently
+falls back to a default.
+
+Example (YAML)::
+
+    embed_dim: 512
+    towers:
+      audio:
+        modality: audio
+        encoder: {type: cnn, variant: cnn10, width: tiny, n_mels: 64}
+        projection: {type: mlp}
+      text:
+        modality: text
+        encoder: {type: hf_text, pooling: mean}   # all-MiniLM-L6-v2 by default
+        frozen: true
+    logit_scale: {init: 2.6593, max: 4.6052, learnable: true}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from audiocl.errors import AudioclError, InputError
+
+Modality = Literal["audio", "speech", "text", "vector"]
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the dotted path of the offending key."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc else prefix
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key '{e['loc'][-1]}'"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EncoderConfig(BaseModel):
+    """``type`` picks a registered encoder; every other key is a parameter of it.
+
+    Parameters are checked against the encoder's own schema when the encoder is
+    built (see :func:`audiocl.models.encoders.build_encoder`), so unknown
+    parameters are rejected there with their name.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ProjectionConfig(_Strict):
+    """Map the encoder output to the shared space.
+
+    ``linear``: one affine layer. ``mlp``: Linear(in, hidden) - activation -
+    Linear(hidden, dim) (the CLAP projection). ``identity``: none (the encoder
+    must already output ``dim`` features). ``dim`` defaults to the model's
+    ``embed_dim``; ``hidden`` defaults to ``dim``.
+    """
+
+    type: Literal["linear", "mlp", "identity"] = "linear"
+    dim: int | None = Field(default=None, gt=0)
+    hidden: int | None = Field(default=None, gt=0)
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    bias: bool = True
+
+
+class TowerConfig(_Strict):
+    """One modality tower.
+
+    ``input_key`` names the entry of the model's input dict this tower reads
+    (default: the tower's name); ``<input_key>_lengths`` (valid frames or
+    samples) and ``<input_key>_ids`` (cache keys for a frozen tower) are read
+    when present. ``frozen`` freezes the encoder (LiT): no gradients, kept in
+    eval mode; the projection still trains. ``cache`` (frozen towers only)
+    computes each unique input's encoder output once and reuses it.
+    """
+
+    modality: Modality
+    encoder: EncoderConfig
+    projection: ProjectionConfig = Field(default_factory=ProjectionConfig)
+    frozen: bool = False
+    cache: bool = False
+    normalize: bool = True
+    input_key: str | None = None
+
+    @field_validator("encoder", mode="before")
+    @classmethod
+    def _encoder_needs_type(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "type" not in v:
+            raise ValueError("an encoder needs a 'type' (e.g. cnn, htsat, hf_text, small_text, mlp)")
+        return v
+
+
+class LogitScaleConfig(_Strict):
+    """Temperature stored as a log: logits = exp(min(s, max)) * cosine.
+
+    Defaults follow CLIP: init log(1/0.07), clamped at log(100).
+    """
+
+    init: float = math.log(1 / 0.07)
+    max: float = math.log(100.0)
+    learnable: bool = True
+
+
+class LogitBiasConfig(_Strict):
+    """Additive logit bias b (SigLIP uses init -10); ``init: null`` means no bias."""
+
+    init: float | None = None
+    learnable: bool = True
+
+
+class ModelConfig(_Strict):
+    """A multi-tower model: any number of named towers and a shared space."""
+
+    towers: dict[str, TowerConfig]
+    embed_dim: int = Field(default=512, gt=0)
+    logit_scale: LogitScaleConfig = Field(default_factory=LogitScaleConfig)
+    logit_bias: LogitBiasConfig = Field(default_factory=LogitBiasConfig)
+    format_version: int = 1
+
+    @field_validator("towers")
+    @classmethod
+    def _at_least_one(cls, v: dict[str, TowerConfig]) -> dict[str, TowerConfig]:
+        if not v:
+            raise ValueError("a model needs at least one tower")
+        for name in v:
+            if not name.isidentifier():
+                raise ValueError(f"tower name {name!r} must be a Python identifier")
+        return v
+
+    def input_key(self, tower: str) -> str:
+        return self.towers[tower].input_key or tower
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str | None = None) -> ModelConfig:
+        """Validate a plain dict; user mistakes raise AudioclError naming the key."""
+        if isinstance(d, ModelConfig):
+            return d
+        if not isinstance(d, dict):
+            raise AudioclError(f"model config must be a mapping, got {type(d).__name__}")
+        try:
+            return cls.model_validate(d)
+        except ValidationError as e:
+            msg = "invalid model config: " + format_validation_error(e)
+            if source is not None:
+                raise InputError(source, msg) from None
+            raise AudioclError(msg) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ModelConfig:
+        """Read YAML (.yaml/.yml) or JSON. A top-level ``model:`` section is accepted."""
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(str(p), "model config file not found")
+        text = p.read_text(encoding="utf-8")
+        try:
+            if p.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:  # parse errors from yaml/json are user mistakes
+            raise InputError(str(p), f"cannot parse: {e}") from None
+        if isinstance(d, dict) and set(d) == {"model"}:
+            d = d["model"]
+        return cls.from_dict(d, source=str(p))
+
+
+def load_model_config(cfg: ModelConfig | dict[str, Any] | str | Path) -> ModelConfig:
+    """Accept a ModelConfig, a dict, or a path to a YAML/JSON file."""
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        return ModelConfig.from_dict(cfg)
+    return ModelConfig.from_file(cfg)

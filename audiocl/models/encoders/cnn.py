@@ -1,0 +1,117 @@
+"""PANN-style CNN encoders on log-mel spectrograms (Cnn6 / Cnn10 / Cnn14 shapes).
+
+Input ``x: Tensor[B, frames, n_mels]`` (log-mel, dB) and optional
+``lengths: LongTensor[B]`` (valid frames). The mel bins are batch-normalised
+first (as in PANNs), then conv blocks halve time and frequency, the frequency
+axis is averaged, and time is pooled as ``mean + max`` over *valid* frames only,
+so padding never changes the embedding of a shorter clip beyond the receptive
+field at its end. Output: ``Tensor[B, C_last]``.
+
+Variants:
+- ``cnn6``: 4 blocks of one 5x5 conv each;
+- ``cnn10``: 4 blocks of two 3x3 convs;
+- ``cnn14``: 6 blocks of two 3x3 convs (the last block does not pool).
+
+Widths give the first block's channels; each block doubles them:
+tiny 16, small 32, base 64 (the PANN papers' width), large 128.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from audiocl.errors import AudioclError
+from audiocl.models.encoders.base import EncoderParams, register_encoder
+
+WIDTHS = {"tiny": 16, "small": 32, "base": 64, "large": 128}
+_BLOCKS = {"cnn6": (4, 1, 5), "cnn10": (4, 2, 3), "cnn14": (6, 2, 3)}
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, n_convs: int, kernel: int, pool: bool, dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(n_convs):
+            layers += [
+                nn.Conv2d(c_in if i == 0 else c_out, c_out, kernel, padding=kernel // 2, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        self.convs = nn.Sequential(*layers)
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.convs(x)
+        if self.pool:
+            # ceil_mode keeps the last odd frame, so valid = ceil(valid / 2) exactly
+            x = F.avg_pool2d(x, 2, ceil_mode=True)
+        return self.dropout(x)
+
+
+def masked_mean_max(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x: [B, C, T]`` -> mean + max over the first ``lengths[b]`` steps: ``[B, C]``."""
+    if lengths is None:
+        return x.mean(dim=-1) + x.amax(dim=-1)
+    t = x.shape[-1]
+    valid = torch.arange(t, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # [B, T]
+    m = valid[:, None, :].to(x.dtype)
+    mean = (x * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+    mx = x.masked_fill(~valid[:, None, :], torch.finfo(x.dtype).min).amax(dim=-1)
+    return mean + mx
+
+
+@register_encoder("cnn")
+class CNNEncoder(nn.Module):
+    """PANN-style CNN on log-mels; see the module docstring for shapes."""
+
+    class Params(EncoderParams):
+        variant: Literal["cnn6", "cnn10", "cnn14"] = "cnn10"
+        width: Literal["tiny", "small", "base", "large"] = "tiny"
+        channels: int | None = Field(default=None, gt=0, description="overrides width")
+        n_mels: int = Field(default=64, gt=0)
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    def __init__(self, params: Params | None = None):
+        super().__init__()
+        p = params or self.Params()
+        self.params = p
+        n_blocks, n_convs, kernel = _BLOCKS[p.variant]
+        c = p.channels or WIDTHS[p.width]
+        self.bn0 = nn.BatchNorm2d(p.n_mels)
+        blocks = []
+        c_in = 1
+        for i in range(n_blocks):
+            c_out = c * 2**i
+            # Cnn14's last block keeps its resolution (PANN pools it 1x1)
+            pool = not (p.variant == "cnn14" and i == n_blocks - 1)
+            blocks.append(_ConvBlock(c_in, c_out, n_convs, kernel, pool, p.dropout))
+            c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.n_pools = sum(int(b.pool) for b in blocks)
+        self.output_dim = c_in
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, **_: object) -> Tensor:
+        if x.dim() != 3:
+            raise AudioclError(f"cnn encoder expects features [B, frames, n_mels], got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.params.n_mels:
+            raise AudioclError(
+                f"cnn encoder built for n_mels={self.params.n_mels}, got features with {x.shape[-1]} mel bins"
+            )
+        x = x.unsqueeze(1)  # [B, 1, T, F]
+        # BatchNorm over mel bins: put mels on the channel axis
+        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        for b in self.blocks:
+            x = b(x)
+        x = x.mean(dim=3)  # [B, C, T']
+        if lengths is not None:
+            lengths = lengths.clone().to(torch.long)
+            for _ in range(self.n_pools):
+                lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+            lengths = lengths.clamp(min=1, max=x.shape[-1])
+        return masked_mean_max(x, lengths)

@@ -1,0 +1,261 @@
+"""The multi-tower model: any number of named towers sharing one embedding space.
+
+``forward(inputs)`` runs the towers whose input key is present and returns::
+
+    {"embeddings": {name: Tensor[N, embed_dim]},   # L2-normalised rows
+     "logit_scale": Tensor[],                      # exp(min(s, max)), s learnable
+     "logit_bias": Tensor[] | None}
+
+Input conventions per tower (key = the tower's ``input_key``, default its name):
+``inputs[key]`` is the tower's input (audio/speech ``Tensor[B, frames, n_mels]``
+or waveforms, text ``list[str]`` or token-id dict, vector ``Tensor[B, ...]``);
+``inputs[key + "_lengths"]`` optional valid lengths; ``inputs[key + "_ids"]``
+optional cache keys for a frozen, cached tower.
+
+A saved model folder holds ``config.json`` (the :class:`ModelConfig`),
+``model.safetensors`` (all weights, shared tensors deduplicated),
+``frontend.json`` (the audio FrontendConfig, when set), ``prompts.json``
+(default zero-shot templates) and ``towers/<name>/`` with the tokenizer and
+HF config of pretrained towers, so the folder is self-contained. Loading never
+unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from audiocl.errors import AudioclError
+from audiocl.models.config import ModelConfig, load_model_config
+from audiocl.models.towers import Tower
+
+DEFAULT_PROMPTS = ["This is a sound of {}."]
+
+
+def _frontend_to_dict(frontend: Any) -> dict[str, Any] | None:
+    if frontend is None:
+        return None
+    if isinstance(frontend, dict):
+        return dict(frontend)
+    if hasattr(frontend, "to_dict"):
+        return frontend.to_dict()
+    raise AudioclError(f"frontend must be a FrontendConfig or dict, got {type(frontend).__name__}")
+
+
+def _frontend_from_dict(d: dict[str, Any] | None) -> Any:
+    if d is None:
+        return None
+    from audiocl.audio.frontend import FrontendConfig
+
+    return FrontendConfig.from_dict(d)
+
+
+class MultiTowerModel(nn.Module):
+    """Named towers + learnable temperature (+ optional bias); see module docstring."""
+
+    def __init__(
+        self,
+        config: ModelConfig | dict[str, Any],
+        *,
+        frontend: Any = None,
+        prompts: Sequence[str] | None = None,
+        _for_loading: bool = False,
+        _base_dir: Path | None = None,
+    ):
+        super().__init__()
+        cfg = load_model_config(config)
+        self.config = cfg
+        self.towers = nn.ModuleDict(
+            {
+                name: Tower(tc, cfg.embed_dim, name=name, for_loading=_for_loading, base_dir=_base_dir)
+                for name, tc in cfg.towers.items()
+            }
+        )
+        ls = cfg.logit_scale
+        if ls.init > ls.max:
+            raise AudioclError(f"logit_scale.init ({ls.init}) is above logit_scale.max ({ls.max})")
+        self.logit_scale = nn.Parameter(torch.tensor(float(ls.init)), requires_grad=ls.learnable)
+        self.logit_scale_max = float(ls.max)
+        if cfg.logit_bias.init is not None:
+            self.logit_bias: nn.Parameter | None = nn.Parameter(
+                torch.tensor(float(cfg.logit_bias.init)), requires_grad=cfg.logit_bias.learnable
+            )
+        else:
+            self.logit_bias = None
+        self.frontend = frontend
+        self.prompts = list(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_config(cls, config: ModelConfig | dict[str, Any] | str | Path, **kw: Any) -> MultiTowerModel:
+        return cls(load_model_config(config), **kw)
+
+    @property
+    def tower_names(self) -> list[str]:
+        return list(self.towers.keys())
+
+    def input_key(self, name: str) -> str:
+        return self.config.input_key(name)
+
+    # ---------------------------------------------------------------- forward
+    def scale(self) -> Tensor:
+        """exp of the clamped log-scale; the clamp stops gradients above ``max``."""
+        return self.logit_scale.clamp(max=self.logit_scale_max).exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the stored log-scale in place (call after an optimiser step)."""
+        self.logit_scale.clamp_(max=self.logit_scale_max)
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        emb: dict[str, Tensor] = {}
+        for name, tower in self.towers.items():
+            key = self.input_key(name)
+            if key not in inputs:
+                continue
+            emb[name] = tower(inputs[key], inputs.get(f"{key}_lengths"), inputs.get(f"{key}_ids"))
+        if not emb:
+            keys = [self.input_key(n) for n in self.towers]
+            raise AudioclError(f"model inputs hold none of the tower input keys {keys}; got {sorted(inputs)}")
+        return {"embeddings": emb, "logit_scale": self.scale(), "logit_bias": self.logit_bias}
+
+    def encode(self, name: str, x: Any, lengths: Tensor | None = None, **kw: Any) -> Tensor:
+        """Embeddings of one tower, ``Tensor[B, embed_dim]`` (keeps grad mode)."""
+        if name not in self.towers:
+            raise AudioclError(f"no tower named '{name}'; towers: {self.tower_names}")
+        return self.towers[name](x, lengths, **kw)
+
+    def _pick_tower(self, tower: str | None, modalities: tuple[str, ...]) -> str:
+        if tower is not None:
+            if tower not in self.towers:
+                raise AudioclError(f"no tower named '{tower}'; towers: {self.tower_names}")
+            return tower
+        names = [n for n, t in self.towers.items() if t.modality in modalities]
+        if len(names) != 1:
+            raise AudioclError(
+                f"cannot pick a {'/'.join(modalities)} tower among {self.tower_names}; pass tower="
+            )
+        return names[0]
+
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def embed_text(self, texts: Sequence[str], tower: str | None = None, *, batch_size: int = 256) -> Tensor:
+        """Embed strings in eval mode without gradients: ``Tensor[N, embed_dim]``."""
+        name = self._pick_tower(tower, ("text",))
+        texts = list(texts)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                outs = [self.towers[name](texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        finally:
+            self.train(was_training)
+        if not outs:
+            return torch.empty(0, self.config.embed_dim)
+        return torch.cat(outs)
+
+    def embed_audio(
+        self,
+        features: Tensor,
+        lengths: Tensor | None = None,
+        tower: str | None = None,
+        *,
+        batch_size: int = 64,
+    ) -> Tensor:
+        """Embed log-mels ``[B, frames, n_mels]`` (or waveforms for a waveform tower)
+        in eval mode without gradients: ``Tensor[B, embed_dim]``."""
+        name = self._pick_tower(tower, ("audio",) if self._has("audio") else ("speech",))
+        dev = self._device()
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                outs = []
+                for i in range(0, features.shape[0], batch_size):
+                    ln = None if lengths is None else lengths[i : i + batch_size].to(dev)
+                    outs.append(self.towers[name](features[i : i + batch_size].to(dev), ln))
+        finally:
+            self.train(was_training)
+        if not outs:
+            return torch.empty(0, self.config.embed_dim)
+        return torch.cat(outs)
+
+    def _has(self, modality: str) -> bool:
+        return any(t.modality == modality for t in self.towers.values())
+
+    # ---------------------------------------------------------------- saving
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the model folder atomically (temporary folder, then rename)."""
+        from safetensors.torch import save_model
+
+        out = Path(directory)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            cfg = self.config.to_dict()
+            for name, tower in self.towers.items():
+                enc = tower.encoder
+                if hasattr(enc, "save_assets"):
+                    rel = f"towers/{name}"
+                    cfg["towers"][name]["encoder"].update(enc.save_assets(tmp / rel, rel))
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            # save_model drops duplicate names of shared (tied) tensors
+            save_model(self, str(tmp / "model.safetensors"), metadata={"format": "pt", "audiocl": "1"})
+            fe = _frontend_to_dict(self.frontend)
+            if fe is not None:
+                (tmp / "frontend.json").write_text(json.dumps(fe, indent=2, sort_keys=True) + "\n")
+            (tmp / "prompts.json").write_text(json.dumps(self.prompts, indent=2, ensure_ascii=False) + "\n")
+            if out.exists():
+                old = out.with_name(f".{out.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> MultiTowerModel:
+        """Load a model folder written by :meth:`save_pretrained` (safetensors only)."""
+        from safetensors.torch import load_model
+
+        d = Path(directory)
+        cfg_path = d / "config.json"
+        weights = d / "model.safetensors"
+        if not cfg_path.is_file() or not weights.is_file():
+            raise AudioclError(f"{d} is not an audiocl model folder (needs config.json and model.safetensors)")
+        try:
+            raw = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise AudioclError(f"{cfg_path}: invalid JSON: {e}") from None
+        cfg = ModelConfig.from_dict(raw, source=str(cfg_path))
+        fe_path = d / "frontend.json"
+        frontend = _frontend_from_dict(json.loads(fe_path.read_text())) if fe_path.is_file() else None
+        pr_path = d / "prompts.json"
+        prompts = json.loads(pr_path.read_text()) if pr_path.is_file() else None
+        model = cls(cfg, frontend=frontend, prompts=prompts, _for_loading=True, _base_dir=d)
+        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+        if missing or unexpected:
+            raise AudioclError(
+                f"{weights} does not match config.json: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        model.to(device)
+        model.eval()
+        return model
