@@ -1,5 +1,6 @@
 """Multi-tower models: towers, encoders, projections, saving/loading, and the embedding API."""
 
+from audiocl.models.api import embed_audio_files, embed_texts, embed_waveforms, load_model
 from audiocl.models.config import ModelConfig, TowerConfig, load_model_config
 from audiocl.models.encoders import build_encoder, register_encoder
 from audiocl.models.model import MultiTowerModel
@@ -12,6 +13,10 @@ __all__ = [
     "Tower",
     "TowerConfig",
     "build_encoder",
+    "embed_audio_files",
+    "embed_texts",
+    "embed_waveforms",
+    "load_model",
     "load_model_config",
     "register_encoder",
 ]

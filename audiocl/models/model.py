@@ -45,6 +45,9 @@ def _frontend_to_dict(frontend: Any) -> dict[str, Any] | None:
         return None
     if isinstance(frontend, dict):
         return dict(frontend)
+    if hasattr(frontend, "describe"):
+        # parameters + resampler identity + hash, so a mismatch is refused at load
+        return frontend.describe()
     if hasattr(frontend, "to_dict"):
         return frontend.to_dict()
     raise AudioclError(f"frontend must be a FrontendConfig or dict, got {type(frontend).__name__}")

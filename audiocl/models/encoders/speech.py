@@ -38,6 +38,8 @@ class SpeechCNNEncoder(CNNEncoder):
 class HFSpeechEncoder(nn.Module):
     """A transformers speech model (wav2vec2, HuBERT, WavLM...) on raw waveforms."""
 
+    input_kind = "waveform"
+
     class Params(EncoderParams):
         path: str | None = None
         pretrained: bool = True
