@@ -268,13 +268,13 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _open_text(path: Path) -> IO[str]:
+def _open_binary(path: Path) -> IO[bytes]:
     with open(path, "rb") as fh:
         magic = fh.read(2)
     # sniff the magic bytes rather than trust the suffix: both mistakes happen
     if magic == _GZIP_MAGIC:
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="\n")
-    return open(path, encoding="utf-8-sig", newline="\n")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def _check_exists(path: Path) -> None:
@@ -292,19 +292,22 @@ def iter_manifest_dicts(path: str | os.PathLike) -> Iterator[tuple[int, dict[str
 
 
 def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with _open_text(p) as fh:
+    # bytes are decoded a line at a time so that a bad byte is blamed on its own line
+    with _open_binary(p) as fh:
         lineno = 0
         while True:
             try:
-                line = fh.readline()
-            except UnicodeDecodeError as err:
-                raise InputError(str(p), f"not UTF-8 text ({err.reason})", line=lineno + 1) from None
+                raw = fh.readline()
             except (OSError, EOFError) as err:
                 # truncated or corrupt gzip stream
                 raise InputError(str(p), f"cannot read: {err}", line=lineno + 1) from None
-            if not line:
+            if not raw:
                 return
             lineno += 1
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(str(p), f"not UTF-8 text ({err.reason})", line=lineno) from None
             if not line.strip():
                 continue
             try:
@@ -367,7 +370,7 @@ def count_manifest(path: str | os.PathLike) -> int:
     p = Path(path)
     _check_exists(p)
     n = 0
-    with _open_text(p) as fh:
+    with _open_binary(p) as fh:
         for line in fh:
             if line.strip():
                 n += 1

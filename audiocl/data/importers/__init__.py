@@ -69,7 +69,7 @@ def importer_options(name: str) -> list[str]:
 def prepare(name: str, root: str | os.PathLike, **kw: Any) -> Iterator[AudioItem]:
     """Run the importer ``name`` on ``root``; unknown options raise ``AudioclError``."""
     fn = get_importer(name)
-    allowed = set(importer_options(name))
+    allowed = set(importer_options(name)) | {"stats"}
     bad = sorted(set(kw) - allowed)
     if bad:
         raise AudioclError(
