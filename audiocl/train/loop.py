@@ -1,0 +1,628 @@
+"""The training loop, shared by the single-process path and every Ray Train worker.
+
+``Trainer(cfg, model, loss_fn, train_data, val_data).fit(resume=...)`` runs
+AdamW with linear warm-up and cosine decay, gradient clipping, optional bf16
+autocast, gradient-cached accumulation (see :mod:`audiocl.train.accumulate`),
+validation with best-checkpoint tracking, CSV + TensorBoard logs, a progress
+line with ETA, a data-wait timer, NaN/inf detection and atomic checkpoints
+that resume exactly. Under ``torch.distributed`` (Ray Train) the model is
+wrapped in DDP and each rank trains on its contiguous part of every global
+batch; the losses gather embeddings with gradient so the contrastive batch
+is global.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from audiocl.errors import AudioclError
+from audiocl.train.accumulate import forward_backward
+from audiocl.train.checkpoint import (
+    NonFiniteError,
+    capture_rng,
+    checkpoint_files,
+    find_latest,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    unwrap,
+    write_folder_atomically,
+)
+from audiocl.train.config import TrainingConfig
+from audiocl.train.data import (
+    GlobalBatchSampler,
+    SeededCollate,
+    SeededDataset,
+    TrainData,
+    batch_seed,
+    to_device,
+)
+
+__all__ = ["FitResult", "LossWithTerms", "Trainer", "lr_at"]
+
+CSV_FIELDS = [
+    "step", "epoch", "loss", "lr", "scale", "grad_norm",
+    "throughput", "data_wait", "step_time", "data_wait_frac",
+]  # fmt: skip
+
+
+def lr_at(step: int, total: int, cfg: TrainingConfig) -> float:
+    """Learning rate for optimiser step ``step`` (0-based).
+
+    Linear warm-up from ``lr/warmup`` to ``lr`` over ``warmup_steps``, then
+    cosine decay ``min + (lr - min) * (1 + cos(pi * p)) / 2`` with ``p`` the
+    fraction of post-warm-up steps done (constant after warm-up for
+    ``kind=constant``). A pure function of the step, so the scheduler's state
+    is the step counter itself.
+    """
+    base, warm = cfg.optim.lr, cfg.schedule.warmup_steps
+    if warm and step < warm:
+        return base * (step + 1) / warm
+    if cfg.schedule.kind == "constant":
+        return base
+    span = max(1, total - warm)
+    p = min(1.0, (step - warm) / span)
+    lo = cfg.schedule.min_lr
+    return lo + (base - lo) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+class LossWithTerms(nn.Module):
+    """A weighted sum of named losses that remembers each term's last value.
+
+    ``L = sum_k w_k * L_k(outputs, batch)``, scalar ``Tensor[]``. ``last_terms``
+    maps each term's name to its float value, so a non-finite loss can be
+    blamed on the term that produced it.
+    """
+
+    def __init__(self, terms: list[tuple[str, float, nn.Module]]) -> None:
+        super().__init__()
+        self.names = [n for n, _, _ in terms]
+        self.weights = [w for _, w, _ in terms]
+        self.losses = nn.ModuleList([m for _, _, m in terms])
+        self.last_terms: dict[str, float] = {}
+
+    def forward(self, outputs: dict[str, Any], batch: Any = None) -> Tensor:
+        total: Tensor | None = None
+        self.last_terms = {}
+        for name, w, fn in zip(self.names, self.weights, self.losses):
+            value = fn(outputs, batch)
+            self.last_terms[name] = float(value.detach())
+            total = w * value if total is None else total + w * value
+        assert total is not None
+        return total
+
+
+@dataclass
+class FitResult:
+    step: int
+    epoch: int
+    last_loss: float
+    best_metric: float | None
+    best_path: Path | None
+    output_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
+
+
+def _pick_device(cfg: TrainingConfig) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return torch.device("cpu")
+
+
+class Trainer:
+    """Runs training for one process (one rank when distributed)."""
+
+    def __init__(
+        self,
+        cfg: TrainingConfig,
+        model: nn.Module,
+        loss_fn: nn.Module | Callable[..., Tensor],
+        train_data: TrainData,
+        val_data: TrainData | None = None,
+        *,
+        device: torch.device | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        on_best: Callable[[nn.Module, Path], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.device = device or _pick_device(cfg)
+        self.model = model.to(self.device)
+        if not isinstance(loss_fn, LossWithTerms):
+            name = cfg.loss.name if cfg.loss.terms is None else "loss"
+            loss_fn = LossWithTerms([(name, 1.0, loss_fn)])  # type: ignore[list-item]
+        self.loss_fn = loss_fn.to(self.device)
+        self.train_data = train_data
+        self.val_data = val_data
+        self.report = report
+        self.on_best = on_best
+        self.output_dir = Path(cfg.train.output_dir)
+        self.is_main = self.rank == 0
+
+        B = cfg.data.batch_size
+        if B % self.world:
+            raise AudioclError(f"data.batch_size={B} must be divisible by the {self.world} workers")
+        self.local_batch = B // self.world
+        mb = cfg.data.micro_batch_size
+        self.micro = mb if mb is not None and mb < self.local_batch else None
+
+        self.sampler = GlobalBatchSampler(
+            len(train_data.dataset), B, rank=self.rank, world_size=self.world,
+            seed=cfg.train.seed, shuffle=cfg.data.shuffle, drop_last=cfg.data.drop_last,
+            order=train_data.order,
+        )  # fmt: skip
+        if len(self.sampler) == 0:
+            raise AudioclError(
+                f"training set has {len(train_data.dataset)} items, fewer than one batch of {B}"
+            )
+        self.steps_per_epoch = len(self.sampler)
+        if cfg.train.max_steps is not None:
+            self.total_steps = cfg.train.max_steps
+        else:
+            self.total_steps = (cfg.train.epochs or 1) * self.steps_per_epoch
+
+        self.ddp: nn.Module = self.model
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DDP(self.model, device_ids=ids)
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best: float | None = None
+        self.best_path: Path | None = None
+        self.skipped_in_row = 0
+        self.last_saved_step = -1
+        self.last_val_step = -1
+        self.history: list[dict[str, Any]] = []
+
+    # ---------------------------------------------------------------- setup
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            low = name.lower()
+            (no_decay if p.dim() < 2 or any(k in low for k in o.no_decay) else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": o.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=o.lr, betas=tuple(o.betas), eps=o.eps
+        )
+
+    def _loader(self, data: TrainData, sampler: Any) -> torch.utils.data.DataLoader:
+        nw = self.cfg.data.num_workers
+        return torch.utils.data.DataLoader(
+            SeededDataset(data.dataset),
+            batch_sampler=sampler,
+            collate_fn=SeededCollate(data.collate),
+            num_workers=nw,
+            persistent_workers=nw > 0,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if nw > 0 else None,
+            # its own generator: creating an iterator must not draw from the
+            # global torch RNG, or a run resumed mid-epoch would diverge
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --------------------------------------------------------------- resume
+    def _resume(self) -> bool:
+        path = find_latest(self.output_dir)
+        if path is None:
+            if self.is_main:
+                print(f"resume: no complete checkpoint under {self.output_dir}/checkpoints; starting fresh")
+            return False
+        ck = load_checkpoint(path, rank=self.rank)
+        unwrap(self.model).load_state_dict(ck["model"])
+        st = ck["state"]
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.step, self.epoch, self.batch_in_epoch = int(st["step"]), int(st["epoch"]), int(st["batch_in_epoch"])
+        self.best = st.get("best")
+        if self.best is not None:
+            self.best = float(self.best)
+            bp = self.output_dir / "best"
+            self.best_path = bp if bp.is_dir() else None
+        if ck["rng"] is not None:
+            restore_rng(ck["rng"], self.device)
+        if self.is_main:
+            print(f"resume: {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
+        return True
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best": self.best,
+            "best_metric": self.cfg.train.best_metric,
+            "total_steps": self.total_steps,
+            "world_size": self.world,
+        }
+
+    def _gather_rng(self) -> dict[int, dict[str, Tensor]]:
+        mine = capture_rng(self.device)
+        if not self.distributed:
+            return {0: mine}
+        everyone: list[Any] = [None] * self.world
+        dist.all_gather_object(everyone, {k: v.cpu() for k, v in mine.items()})
+        return dict(enumerate(everyone))
+
+    def save(self) -> Path | None:
+        rngs = self._gather_rng()
+        self.last_saved_step = self.step
+        path = None
+        err: Exception | None = None
+        if self.is_main:
+            try:
+                path = save_checkpoint(
+                    self.output_dir, self.step, self.model, self.optimizer, self._state(), rngs,
+                    keep=self.cfg.train.keep_checkpoints,
+                )  # fmt: skip
+            except NonFiniteError as e:
+                err = e
+        if self.distributed:
+            flag = [err is not None]
+            dist.broadcast_object_list(flag, src=0)
+            if flag[0] and err is None:
+                err = NonFiniteError("rank 0 refused to write a non-finite checkpoint")
+            dist.barrier()
+        if err is not None:
+            raise err
+        return path
+
+    # ------------------------------------------------------------ logging
+    def _open_logs(self, resumed: bool) -> None:
+        self.csv_path = self.output_dir / "train_log.csv"
+        self.val_path = self.output_dir / "val_log.csv"
+        self.tb = None
+        if not self.is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for path in (self.csv_path, self.val_path):
+            if resumed and path.is_file():
+                # drop rows logged after the checkpoint we resumed from
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+                keep = [r for r in rows if int(r["step"]) <= self.step]
+                fields = list(rows[0].keys()) if rows else None
+                tmp = path.with_suffix(".tmp")
+                with open(tmp, "w", newline="") as f:
+                    if fields:
+                        w = csv.DictWriter(f, fieldnames=fields)
+                        w.writeheader()
+                        w.writerows(keep)
+                os.replace(tmp, path)
+            elif not resumed and path.exists():
+                path.unlink()
+        if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
+            with open(self.csv_path, "w", newline="") as f:
+                csv.DictWriter(f, fieldnames=CSV_FIELDS).writeheader()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step + 1 if resumed else None)
+        except Exception as e:  # tensorboard is optional at run time
+            print(f"warning: TensorBoard disabled ({e.__class__.__name__}: {e})", file=sys.stderr)
+            self.tb = None
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if not self.is_main:
+            return
+        with open(self.csv_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow({k: row.get(k) for k in CSV_FIELDS})
+        if self.tb is not None:
+            for k in ("loss", "lr", "scale", "grad_norm", "throughput", "data_wait_frac"):
+                v = row.get(k)
+                if v is not None and np.isfinite(v):
+                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+        if self.report is not None:
+            self.report(row)
+
+    def _log_val(self, metrics: dict[str, float]) -> None:
+        if not self.is_main:
+            return
+        new = not self.val_path.exists() or self.val_path.stat().st_size == 0
+        fields = ["step", "epoch", *sorted(metrics)]
+        with open(self.val_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({"step": self.step, "epoch": self.epoch, **metrics})
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"val/{k.removeprefix('val_')}", v, self.step)
+        parts = " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+        print(f"validation step {self.step}: {parts}", flush=True)
+
+    # ------------------------------------------------------------ non-finite
+    def _non_finite(self, what: str, value: float) -> None:
+        terms = getattr(self.loss_fn, "last_terms", {}) or {}
+        bad = [k for k, v in terms.items() if not math.isfinite(v)]
+        blame = f" (term {', '.join(repr(b) for b in bad)})" if bad else ""
+        msg = (
+            f"non-finite {what} ({value}) at step {self.step} (epoch {self.epoch}, "
+            f"batch {self.batch_in_epoch}){blame}"
+        )
+        if self.cfg.train.on_nan == "error":
+            raise NonFiniteError(msg + "; stopping (no checkpoint written for this step)")
+        self.skipped_in_row += 1
+        if self.is_main:
+            print(f"warning: {msg}; skipping the step", file=sys.stderr, flush=True)
+        if self.skipped_in_row > self.cfg.train.max_skipped_steps:
+            raise NonFiniteError(f"{msg}; {self.skipped_in_row} steps in a row skipped, stopping")
+
+    # ----------------------------------------------------------------- step
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any] | None:
+        """One optimiser step on this rank's part of a global batch."""
+        self.ddp.train()
+        lr = lr_at(self.step, self.total_steps, self.cfg)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        rng = np.random.default_rng(batch_seed(self.cfg.train.seed, self.epoch, self.batch_in_epoch, self.rank, 1))
+        inputs = to_device(self.train_data.to_inputs(batch, rng), self.device)
+        batch_dev = to_device(batch, self.device)
+        out = forward_backward(
+            self.ddp, self.loss_fn, inputs, batch_dev,
+            micro_batch_size=self.micro, autocast=self._autocast,
+            no_sync=getattr(self.ddp, "no_sync", None) if self.distributed else None,
+            device=self.device,
+        )  # fmt: skip
+        loss = float(out.loss)
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._non_finite("loss", loss)
+            return None
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip is not None else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._non_finite("gradient norm", grad_norm)
+            return None
+        self.optimizer.step()
+        clamp = getattr(self.model, "clamp_logit_scale_", None)
+        if callable(clamp):
+            clamp()
+        self.skipped_in_row = 0
+        scale = out.outputs.get("logit_scale") if isinstance(out.outputs, dict) else None
+        return {
+            "loss": loss,
+            "lr": lr,
+            "scale": float(scale) if isinstance(scale, Tensor) else None,
+            "grad_norm": grad_norm,
+        }
+
+    # ----------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean val loss and text-match R@1 between the first two towers.
+
+        R@1 (a->t): fraction of items whose most similar text embedding has
+        the same text string as the item's own (duplicate captions such as
+        class names count as hits, so on labelled data this is zero-shot
+        accuracy over the texts present); t->a likewise. ``val_r1`` is their mean.
+        """
+        assert self.val_data is not None
+        self.ddp.eval()
+        B = self.cfg.data.batch_size
+        n = len(self.val_data.dataset)
+        sampler = GlobalBatchSampler(
+            n, B, rank=self.rank, world_size=self.world, seed=self.cfg.train.seed,
+            shuffle=False, drop_last=False,
+        )  # fmt: skip
+        if self.world > 1 and n % B and n % B < self.world:
+            sampler.drop_last = True
+        loader = self._loader(self.val_data, sampler)
+        tot, count = 0.0, 0
+        embs: dict[str, list[Tensor]] = {}
+        texts: list[str] = []
+        text_tower = None
+        for batch in loader:
+            rng = np.random.default_rng(0)
+            inputs = self.val_data.to_inputs(batch, rng)
+            inputs_dev = to_device(inputs, self.device)
+            with self._autocast():
+                outputs = self.ddp(inputs_dev)
+            outputs = {**outputs, "embeddings": {k: v.float() for k, v in outputs["embeddings"].items()}}
+            loss = self.loss_fn(outputs, to_device(batch, self.device))
+            m = next(iter(outputs["embeddings"].values())).shape[0]
+            tot += float(loss) * m
+            count += m
+            for k, v in outputs["embeddings"].items():
+                embs.setdefault(k, []).append(v.cpu())
+            for k, v in inputs.items():
+                if isinstance(v, list) and v and isinstance(v[0], str):
+                    text_tower = k
+                    texts.extend(v)
+                    break
+        metrics: dict[str, float] = {}
+        stats = torch.tensor([tot, count], dtype=torch.float64)
+        if self.distributed:
+            dist.all_reduce(stats)
+        metrics["val_loss"] = float(stats[0] / max(stats[1], 1))
+        names = list(embs)
+        if len(names) >= 2:
+            local = {k: torch.cat(v) for k, v in embs.items()}
+            if self.distributed:
+                gathered: list[Any] = [None] * self.world
+                dist.all_gather_object(gathered, (local, texts))
+                local = {k: torch.cat([g[0][k] for g in gathered]) for k in names}
+                texts = [t for g in gathered for t in g[1]]
+            other = text_tower if text_tower in names else names[1]
+            anchor = names[0] if names[0] != other else names[1]
+            a, t = local[anchor], local[other]
+            sim = a @ t.T
+            labels = texts if len(texts) == len(a) else [str(i) for i in range(len(a))]
+            arr = np.asarray(labels, dtype=object)
+            a2t = float(np.mean(arr[sim.argmax(1).numpy()] == arr))
+            t2a = float(np.mean(arr[sim.argmax(0).numpy()] == arr))
+            metrics[f"val_r1_{anchor}_to_{other}"] = a2t
+            metrics[f"val_r1_{other}_to_{anchor}"] = t2a
+            metrics["val_r1"] = (a2t + t2a) / 2
+        return metrics
+
+    def _maybe_best(self, metrics: dict[str, float]) -> None:
+        key = self.cfg.train.best_metric
+        if key not in metrics:
+            raise AudioclError(f"train.best_metric '{key}' is not one of the validation metrics {sorted(metrics)}")
+        value = metrics[key]
+        better = self.best is None or (
+            value < self.best if self.cfg.train.best_mode == "min" else value > self.best
+        )
+        if not better or not math.isfinite(value):
+            return
+        self.best = value
+        if self.is_main:
+            files = checkpoint_files(self.model, self.optimizer, self._state(), {})
+            self.best_path = write_folder_atomically(self.output_dir / "best", files)
+            if self.on_best is not None:
+                self.on_best(self.model, self.best_path)
+        if self.distributed:
+            dist.barrier()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, *, resume: bool = False) -> FitResult:
+        torch.manual_seed(self.cfg.train.seed + self.rank)
+        np.random.seed(self.cfg.train.seed + self.rank)
+        import random
+
+        random.seed(self.cfg.train.seed + self.rank)
+        resumed = self._resume() if resume else False
+        if resumed:
+            self.last_saved_step = self.step
+        self._open_logs(resumed)
+        cfg = self.cfg.train
+        if self.is_main:
+            print(
+                f"training: {self.total_steps} steps ({self.steps_per_epoch}/epoch), global batch "
+                f"{self.cfg.data.batch_size} on {self.world} worker(s)"
+                + (f", micro-batch {self.micro}" if self.micro else "")
+                + f", device {self.device.type}; outputs in {self.output_dir}",
+                flush=True,
+            )
+        loader = self._loader(self.train_data, self.sampler)
+        use_tqdm = self.is_main and cfg.progress and sys.stderr.isatty()
+        bar = None
+        if use_tqdm:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
+        last = {"loss": float("nan")}
+        t_start = time.perf_counter()
+        start_step = self.step
+        acc_wait = acc_time = 0.0
+        acc_items = 0
+        while self.step < self.total_steps:
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.set_start(self.batch_in_epoch)
+            it = iter(loader)
+            while self.step < self.total_steps:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                t1 = time.perf_counter()
+                result = self.train_step(batch)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                t2 = time.perf_counter()
+                acc_wait += t1 - t0
+                acc_time += t2 - t0
+                acc_items += self.cfg.data.batch_size
+                self.step += 1
+                self.batch_in_epoch += 1
+                if bar is not None:
+                    bar.update(1)
+                if result is not None:
+                    last = result
+                    if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                        row = {
+                            "step": self.step, "epoch": self.epoch, **result,
+                            "throughput": acc_items / acc_time if acc_time else None,
+                            "data_wait": acc_wait, "step_time": acc_time,
+                            "data_wait_frac": acc_wait / acc_time if acc_time else None,
+                        }  # fmt: skip
+                        self._log_row(row)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{result['loss']:.4f}", lr=f"{result['lr']:.2e}")
+                        elif self.is_main and cfg.progress:
+                            done = self.step - start_step
+                            rate = (time.perf_counter() - t_start) / max(done, 1)
+                            eta = _fmt_time(rate * (self.total_steps - self.step))
+                            print(
+                                f"step {self.step}/{self.total_steps} epoch {self.epoch} "
+                                f"loss {result['loss']:.4f} lr {result['lr']:.2e} "
+                                f"{row['throughput'] or 0:.1f} items/s data_wait "
+                                f"{100 * (row['data_wait_frac'] or 0):.1f}% eta {eta}",
+                                flush=True,
+                            )
+                        acc_wait = acc_time = 0.0
+                        acc_items = 0
+                if self.val_data is not None and cfg.val_every and self.step % cfg.val_every == 0:
+                    self._val_and_best()
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                    self.save()
+            if self.batch_in_epoch >= self.steps_per_epoch:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if self.val_data is not None and not cfg.val_every:
+                    self._val_and_best()
+                if not cfg.ckpt_every:
+                    self.save()
+        if bar is not None:
+            bar.close()
+        if self.val_data is not None and self.last_val_step != self.step:
+            self._val_and_best()
+        if self.last_saved_step != self.step:
+            self.save()
+        if self.tb is not None:
+            self.tb.close()
+        return FitResult(
+            step=self.step, epoch=self.epoch, last_loss=float(last["loss"]),
+            best_metric=self.best, best_path=self.best_path, output_dir=self.output_dir,
+            history=self.history,
+        )  # fmt: skip
+
+    def _val_and_best(self) -> None:
+        self.last_val_step = self.step
+        metrics = self.validate()
+        self._log_val(metrics)
+        if self.report is not None and self.is_main:
+            self.report({"step": self.step, **metrics})
+        self._maybe_best(metrics)

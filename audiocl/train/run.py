@@ -1,0 +1,173 @@
+"""From a :class:`TrainingConfig` to a trained model folder (single process).
+
+``build_components(cfg)`` makes the model, the loss and the data from the
+config alone (also called inside each Ray Train worker);
+``train(cfg, resume=...)`` runs the loop and exports ``<output>/model``, a
+folder :func:`audiocl.models.load_model` reads (``save_pretrained`` of the
+best checkpoint, or the last one without validation, with the store's
+front-end as ``frontend.json`` and the config's prompts as ``prompts.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from audiocl.errors import AudioclError
+from audiocl.train.config import TrainingConfig
+from audiocl.train.data import TrainData
+
+__all__ = ["Components", "build_components", "build_loss_from_config", "export_model", "train"]
+
+
+@dataclass
+class Components:
+    model: nn.Module
+    loss: nn.Module
+    train_data: TrainData
+    val_data: TrainData | None
+    frontend: Any = None
+
+
+def build_loss_from_config(cfg: TrainingConfig) -> nn.Module:
+    from audiocl.losses import build_loss
+    from audiocl.train.loop import LossWithTerms
+
+    if cfg.loss.terms:
+        return LossWithTerms([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
+    return build_loss(cfg.loss.name, **cfg.loss.kwargs)
+
+
+class FeatureCollate:
+    """``collate_features`` with the config's length policy (picklable for workers)."""
+
+    def __init__(self, max_frames: int | None, policy: str) -> None:
+        self.max_frames, self.policy = max_frames, policy
+
+    def __call__(self, items: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+        from audiocl.data.loader import collate_features
+
+        return collate_features(items, max_frames=self.max_frames, policy=self.policy, seed=seed)
+
+
+class ModelInputs:
+    """Maps a collated batch to the model's input dict using ``data.inputs``.
+
+    ``features`` fields also pass their ``lengths``; list-of-caption fields
+    get one caption per item (random with the batch's generator, or the first).
+    """
+
+    def __init__(self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str) -> None:
+        self.mapping, self.keys, self.sampling = dict(mapping), dict(input_keys), sampling
+
+    def __call__(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for tower, field in self.mapping.items():
+            key = self.keys.get(tower, tower)
+            if field not in batch:
+                raise AudioclError(f"data.inputs.{tower}: the batch has no field '{field}' (has {sorted(batch)})")
+            value = batch[field]
+            if isinstance(value, list) and value and isinstance(value[0], (list, tuple)):
+                picked = []
+                for item_id, caps in zip(batch.get("ids", [None] * len(value)), value):
+                    if not caps:
+                        raise AudioclError(f"item {item_id!r} has no '{field}' for tower '{tower}'")
+                    j = int(rng.integers(len(caps))) if self.sampling == "random" else 0
+                    picked.append(str(caps[j]))
+                value = picked
+            out[key] = value
+            if field == "features" and "lengths" in batch:
+                out[f"{key}_lengths"] = batch["lengths"]
+        return out
+
+
+def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dict[str, str], *, val: bool) -> TrainData:
+    from audiocl.data.loader import FeatureDataset, ShardShuffleSampler
+
+    ds = FeatureDataset(store, manifest)
+    if len(ds) == 0:
+        raise AudioclError(f"no items in store {store}" + (f" joined with {manifest}" if manifest else ""))
+    policy = cfg.data.val_length_policy if val else cfg.data.length_policy
+    order = None
+    if not val and cfg.data.shuffle:
+        shards = ds.shards()
+        shuffler = ShardShuffleSampler(shards, seed=cfg.train.seed, window=None)
+
+        def order(epoch: int, seed: int, _s: ShardShuffleSampler = shuffler) -> np.ndarray:
+            _s.set_epoch(epoch)
+            return _s.permutation()
+
+    return TrainData(
+        dataset=ds,
+        collate=FeatureCollate(cfg.data.max_frames, policy),
+        to_inputs=ModelInputs(cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling),
+        order=order,
+    )
+
+
+def build_components(cfg: TrainingConfig) -> Components:
+    """Model, loss and data from the config (same on every rank)."""
+    import torch
+
+    from audiocl.models import MultiTowerModel
+
+    if not cfg.data.store:
+        raise AudioclError("data.store is required (a feature store made by `audiocl extract`)")
+    from audiocl.data.store import FeatureStore
+
+    frontend = FeatureStore(cfg.data.store).config
+    # same initial weights on every rank (DDP also broadcasts rank 0's)
+    torch.manual_seed(cfg.train.seed)
+    model = MultiTowerModel.from_config(cfg.model, frontend=frontend, prompts=cfg.prompts)
+    keys = {name: model.input_key(name) for name in model.tower_names}
+    unknown = [t for t in cfg.data.inputs if t not in keys]
+    if unknown:
+        raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(keys)})")
+    train_data = _data(cfg, cfg.data.store, cfg.data.manifest, keys, val=False)
+    val_data = None
+    if cfg.data.val_manifest or cfg.data.val_store:
+        val_data = _data(cfg, cfg.data.val_store or cfg.data.store, cfg.data.val_manifest, keys, val=True)
+    return Components(model, build_loss_from_config(cfg), train_data, val_data, frontend)
+
+
+def export_model(cfg: TrainingConfig, model: nn.Module, output_dir: Path) -> Path:
+    """Write ``output_dir/model`` from the best checkpoint (else the model as it is)."""
+    from safetensors.torch import load_file
+
+    from audiocl.train.checkpoint import unwrap
+
+    model = unwrap(model)
+    best = output_dir / "best" / "model.safetensors"
+    if best.is_file():
+        model.load_state_dict(load_file(str(best)))
+    if cfg.prompts is not None and hasattr(model, "prompts"):
+        model.prompts = list(cfg.prompts)
+    if not hasattr(model, "save_pretrained"):
+        raise AudioclError("the model has no save_pretrained(); cannot export a model folder")
+    out = model.save_pretrained(output_dir / "model")
+    (output_dir / "config.resolved.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return Path(out)
+
+
+def train(cfg: TrainingConfig, *, resume: bool = False, components: Components | None = None) -> dict[str, Any]:
+    """Single-process training; returns a summary dict (paths, steps, metrics)."""
+    from audiocl.train.loop import Trainer
+
+    comp = components or build_components(cfg)
+    trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data)
+    result = trainer.fit(resume=resume)
+    out = Path(cfg.train.output_dir)
+    model_dir = export_model(cfg, comp.model, out)
+    return {
+        "output_dir": str(out),
+        "model_dir": str(model_dir),
+        "steps": result.step,
+        "epochs": result.epoch,
+        "last_loss": result.last_loss,
+        "best_metric": result.best_metric,
+    }
