@@ -1,0 +1,70 @@
+"""``audiocl extract``: manifest -> sharded feature store, with a pool of Ray actors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from audiocl.errors import AudioclError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", required=True, help="JSONL manifest (.jsonl or .jsonl.gz)")
+    parser.add_argument("--preset", default="laion_clap",
+                        help="front-end preset: laion_clap or speech16k (default laion_clap)")
+    parser.add_argument("--out", required=True, help="store folder (new or empty, or one to --resume)")
+    parser.add_argument("--workers", type=int, default=2, help="Ray actors, one CPU each (default 2)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished shards of an interrupted run and do the rest")
+    parser.add_argument("--address", default=None,
+                        help="join this Ray cluster (host:port; default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--shard-size", type=int, default=256, help="items per shard (default 256)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a front-end parameter, e.g. --set n_mels=80 (repeatable)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--store-waveform", action="store_true",
+                      help="also store the resampled waveform (16-bit FLAC) beside the log-mel")
+    what.add_argument("--waveform-only", action="store_true",
+                      help="store only the resampled waveform (for waveform-input towers)")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="log-mel storage type (default float32: exact)")
+    parser.add_argument("--min-duration", type=float, default=None,
+                        help="seconds; shorter items fail with reason too_short")
+    parser.add_argument("--max-duration", type=float, default=None,
+                        help="seconds; longer items fail with reason too_long")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["n_mels=80", "f_max=null"]`` -> ``{"n_mels": 80, "f_max": None}`` (JSON values,
+    else the raw string)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AudioclError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from audiocl.audio.frontend import get_preset
+    from audiocl.data.extract import extract, format_summary
+
+    cfg = get_preset(args.preset, **parse_overrides(args.overrides))
+    kinds = ("waveform",) if args.waveform_only else (
+        ("logmel", "waveform") if args.store_waveform else ("logmel",))
+    summary = extract(
+        args.manifest, args.out, cfg,
+        workers=args.workers, resume=args.resume, address=args.address,
+        shard_size=args.shard_size, kinds=kinds, dtype=args.dtype,
+        min_duration=args.min_duration, max_duration=args.max_duration,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0

@@ -1,0 +1,457 @@
+"""Feature extraction under Ray Data: manifest -> sharded feature store.
+
+The manifest is streamed once by the driver and cut into fixed shards: shard
+``i`` is items ``[i*K, (i+1)*K)``, so the store's bytes do not depend on the
+number of workers, on a cluster's layout, or on which shards an earlier,
+interrupted run finished. Each shard's item list goes to a small spec file in
+the store's ``.work/`` folder; only ``{shard, spec path, spec hash}`` rows travel
+through Ray, and the actors read audio from and write shards to the shared file
+system themselves, so no audio or feature array is ever pickled through Ray.
+
+A pool of :class:`ShardWorker` actors (``ActorPoolStrategy``, one CPU and one
+torch thread each) does decode -> check -> mono -> resample -> log-mel for a
+whole shard and writes it atomically (see :mod:`audiocl.data.store`). Every
+per-item failure is caught and recorded with its reason: Ray Data drops a
+block whose task raised, so an uncaught error would lose the whole shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiocl.data.store import (
+    SHARDS_DIR,
+    ShardResult,
+    StoreParams,
+    StoreWriter,
+    read_params,
+    shard_name,
+)
+from audiocl.errors import AudioclError
+
+WORK_DIR = ".work"
+#: log-mel is computed for clips of equal length in batches of at most this many
+#: (one torch call amortises the per-call overhead; memory stays ~100 MB at 10 s/48 kHz)
+MEL_BATCH = 16
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class ShardWorker:
+    """Ray Data actor: turns one shard spec (a row) into one written shard.
+
+    Constructed once per actor, so the front-end (mel filters, window) is built
+    once; ``__call__`` gets a batch of one row ``{"shard", "spec", "spec_hash"}``
+    and returns the shard's counts.
+    """
+
+    def __init__(self, store_dir: str) -> None:
+        import torch
+
+        # one thread per actor: the pool, not torch, provides the parallelism
+        torch.set_num_threads(1)
+        from audiocl.audio.frontend import FrontendConfig, LogMel
+
+        # parameters come from the store itself (shared file system), not through Ray
+        self.params = read_params(store_dir)
+        self.writer = StoreWriter(store_dir, self.params)
+        self.cfg = FrontendConfig.from_dict(self.params.frontend)
+        self.logmel = LogMel(self.cfg).eval() if "logmel" in self.params.kinds else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = []
+        for shard, spec, spec_hash in zip(batch["shard"], batch["spec"], batch["spec_hash"]):
+            try:
+                r = self.process(int(shard), str(spec), str(spec_hash))
+                results.append({"shard": r.shard, "done": r.done, "failed": r.failed,
+                                "reasons": _canonical(r.reasons), "error": ""})
+            except Exception as err:  # a shard-level failure (disk full, ...) is reported, not dropped
+                results.append({"shard": int(shard), "done": 0, "failed": 0, "reasons": "{}",
+                                "error": f"{type(err).__name__}: {err}"})
+        return {k: np.asarray([r[k] for r in results]) for k in results[0]}
+
+    def process(self, shard: int, spec: str, spec_hash: str) -> ShardResult:
+        with open(spec, encoding="utf-8") as f:
+            items = [json.loads(line) for line in f]
+        return process_shard(
+            items, shard, spec_hash, self.writer, self.cfg, self.logmel
+        )
+
+
+def _load_item(item: dict[str, Any], cfg: Any, params: StoreParams) -> np.ndarray:
+    """Decode, check, mix to mono and resample one item; AudioDecodeError on failure."""
+    from audiocl.audio.io import (
+        AudioDecodeError,
+        check_waveform,
+        load_audio,
+        probe,
+        resample,
+        to_mono,
+    )
+
+    path = item["path"]
+    start = float(item.get("start") or 0.0)
+    duration = item.get("duration")
+    if params.max_duration is not None:
+        # a header probe rejects a long file without decoding all of it
+        info = probe(path)
+        seg = info["duration"] - start if duration is None else min(duration, info["duration"] - start)
+        if seg > params.max_duration:
+            raise AudioDecodeError(
+                path, "too_long", f"{seg:.3f} s > max_duration {params.max_duration} s"
+            )
+    x, sr = load_audio(path, start=start, duration=duration)
+    check_waveform(
+        x, sr, min_duration=params.min_duration, max_duration=params.max_duration, path=path
+    )
+    return resample(to_mono(x), sr, int(cfg.sample_rate))
+
+
+def process_shard(
+    items: list[dict[str, Any]],
+    shard: int,
+    spec_hash: str,
+    writer: StoreWriter,
+    cfg: Any,
+    logmel: Any | None,
+) -> ShardResult:
+    """Extract the items of one shard and write it; per-item errors are recorded.
+
+    Runs inside a Ray actor, and equally in-process (tests, single-worker
+    debugging): it only touches the file system.
+    """
+    from audiocl.audio.io import AudioDecodeError
+
+    params = writer.params
+    paths = {item["id"]: item["path"] for item in items}
+    ok: list[tuple[dict[str, Any], np.ndarray]] = []
+    errors: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            wav = _load_item(item, cfg, params)
+            ok.append(({"id": item["id"]}, wav))
+        except AudioDecodeError as err:
+            errors.append({"id": item["id"], "path": item["path"], "reason": err.reason,
+                           "message": err.detail})
+        except Exception as err:  # any other per-item failure must not cost the shard
+            errors.append({"id": item["id"], "path": item["path"], "reason": "error",
+                           "message": f"{type(err).__name__}: {err}"})
+    mels: list[Any] = [None] * len(ok)
+    if logmel is not None:
+        _batched_logmel(logmel, [w for _, w in ok], mels)
+        keep = []
+        for (entry, wav), mel in zip(ok, mels):
+            bad = None
+            if isinstance(mel, Exception):
+                bad = ("too_short", str(mel))
+            elif mel.shape[0] == 0:
+                bad = ("too_short", "the front-end produced 0 frames")
+            elif not np.isfinite(mel).all():
+                bad = ("nonfinite", "non-finite log-mel values")
+            if bad is None:
+                keep.append((entry, wav, mel))
+            else:
+                errors.append({"id": entry["id"], "path": paths[entry["id"]],
+                               "reason": bad[0], "message": bad[1]})
+    else:
+        keep = [(e, w, None) for e, w in ok]
+    # errors in manifest order, so the store's bytes do not depend on where an item failed
+    order = {item["id"]: i for i, item in enumerate(items)}
+    errors.sort(key=lambda e: order[e["id"]])
+    return writer.write_shard(
+        shard,
+        spec_hash,
+        [e for e, _, _ in keep],
+        [m for _, _, m in keep] if logmel is not None else None,
+        [w for _, w, _ in keep] if "waveform" in params.kinds else None,
+        errors,
+    )
+
+
+def _batched_logmel(logmel: Any, wavs: list[np.ndarray], out: list[Any]) -> None:
+    """Fill ``out[j]`` with the log-mel of ``wavs[j]``, batching clips of equal length;
+    a clip the front-end refuses (shorter than its padding) gets the exception."""
+    import torch
+
+    from audiocl.errors import AudioclError
+
+    by_len: dict[int, list[int]] = {}
+    for j, w in enumerate(wavs):
+        by_len.setdefault(int(w.shape[0]), []).append(j)
+    with torch.inference_mode():
+        for _, idx in sorted(by_len.items()):
+            for s in range(0, len(idx), MEL_BATCH):
+                chunk = idx[s : s + MEL_BATCH]
+                x = torch.from_numpy(np.stack([wavs[j] for j in chunk]))
+                try:
+                    y = logmel(x).numpy()
+                except AudioclError as err:
+                    # every clip of the chunk has the same length, so all fail alike
+                    for j in chunk:
+                        out[j] = err
+                    continue
+                for k, j in enumerate(chunk):
+                    out[j] = y[k]
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def plan_shards(
+    manifest: str | os.PathLike, work_dir: Path, shard_size: int
+) -> Iterator[tuple[int, Path, str, int]]:
+    """Stream the manifest into shard spec files; yields ``(shard, spec, spec_hash, n)``.
+
+    The spec holds only what a worker needs (id, path, start, duration); its
+    sha256 identifies the shard's input, and resume compares it with the marker.
+    """
+    from audiocl.data.manifest import read_manifest
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    buf: list[str] = []
+    shard = 0
+
+    def flush() -> tuple[int, Path, str, int]:
+        body = "".join(buf).encode("utf-8")
+        path = work_dir / f"{shard_name(shard)}.spec.jsonl"
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+        return shard, path, hashlib.sha256(body).hexdigest(), len(buf)
+
+    for item in read_manifest(Path(manifest).resolve()):
+        buf.append(_canonical({"id": item.id, "path": item.path, "start": item.start,
+                               "duration": item.duration}) + "\n")
+        if len(buf) == shard_size:
+            yield flush()
+            buf = []
+            shard += 1
+    if buf:
+        yield flush()
+
+
+def _init_ray(address: str | None, workers: int) -> tuple[bool, int]:
+    """Connect to a cluster (address or RAY_ADDRESS) or start a local instance sized
+    to ``workers``. Returns (whether we started/connected it, CPUs available)."""
+    import ray
+
+    if ray.is_initialized():
+        return False, int(ray.cluster_resources().get("CPU", workers))
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    common = dict(
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+    )
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            # the object store only carries tiny rows; keep /dev/shm use small
+            ray.init(num_cpus=workers, object_store_memory=128 * 1024 * 1024, **common)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise AudioclError(f"cannot start or join {where}: {err}") from None
+    return True, int(ray.cluster_resources().get("CPU", workers))
+
+
+def extract(
+    manifest: str | os.PathLike,
+    out: str | os.PathLike,
+    frontend: Any,
+    *,
+    workers: int = 2,
+    resume: bool = False,
+    address: str | None = None,
+    shard_size: int = 256,
+    kinds: tuple[str, ...] = ("logmel",),
+    dtype: str = "float32",
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    progress: bool = True,
+    use_ray: bool = True,
+) -> dict[str, Any]:
+    """Extract every item of ``manifest`` into the store at ``out``; returns the summary.
+
+    ``frontend`` is a ``FrontendConfig``. ``use_ray=False`` runs the same shard
+    code in this process (for debugging; the CLI always uses Ray).
+    """
+    t0 = time.perf_counter()
+    if int(workers) < 1:
+        raise AudioclError(f"--workers must be >= 1, not {workers}")
+    params = StoreParams.from_frontend(
+        frontend, kinds=tuple(kinds), dtype=dtype, shard_size=int(shard_size),
+        min_duration=min_duration, max_duration=max_duration,
+    )
+    out = Path(out).resolve()
+    existed = out.exists()
+    writer = StoreWriter.create(out, params, resume=resume)
+    work = out / WORK_DIR
+    for stale in (out / SHARDS_DIR).glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)  # left by a killed run
+    todo: list[dict[str, Any]] = []
+    skipped: list[ShardResult] = []
+    num_shards = 0
+    total_items = 0
+    try:
+        for shard, spec, spec_hash, n in plan_shards(manifest, work, params.shard_size):
+            num_shards += 1
+            total_items += n
+            if resume and writer.is_done(shard, spec_hash):
+                skipped.append(writer.shard_result(shard))
+            else:
+                todo.append({"shard": shard, "spec": str(spec), "spec_hash": spec_hash, "n": n})
+    except AudioclError:
+        # a bad manifest writes nothing: remove what this run created
+        shutil.rmtree(work, ignore_errors=True)
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    if num_shards == 0:
+        raise AudioclError(f"manifest {manifest} has no items")
+
+    results: list[ShardResult] = []
+    failures: list[str] = []
+    t_work = time.perf_counter()
+    items_todo = sum(t["n"] for t in todo)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=items_todo, unit="clip", desc=f"extract -> {out.name}",
+                   file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+    if skipped and progress:
+        print(f"resume: {len(skipped)} of {num_shards} shards already done", file=sys.stderr)
+
+    def record(row: dict[str, Any]) -> None:
+        if row["error"]:
+            failures.append(f"{shard_name(int(row['shard']))}: {row['error']}")
+        else:
+            r = ShardResult(int(row["shard"]), int(row["done"]), int(row["failed"]),
+                            json.loads(str(row["reasons"])))
+            results.append(r)
+        if bar is not None:
+            n = next(t["n"] for t in todo if t["shard"] == int(row["shard"]))
+            bar.update(n)
+            bar.set_postfix(shards=f"{len(results) + len(skipped)}/{num_shards}",
+                            failed=sum(r.failed for r in results))
+
+    started_ray = False
+    try:
+        if todo and use_ray:
+            started_ray = _run_ray(todo, out, params, workers, address, record)
+        elif todo:
+            w = _InProcess(str(out))
+            for t in todo:
+                record({k: v[0] for k, v in w({"shard": np.asarray([t["shard"]]),
+                                               "spec": np.asarray([t["spec"]]),
+                                               "spec_hash": np.asarray([t["spec_hash"]])}).items()})
+    finally:
+        if bar is not None:
+            bar.close()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    wall_work = time.perf_counter() - t_work
+    if failures:
+        raise AudioclError(
+            f"{len(failures)} shard(s) could not be written (run again with --resume): "
+            + "; ".join(failures[:3])
+        )
+    writer.finalize(num_shards)
+    shutil.rmtree(work, ignore_errors=True)
+    all_results = results + skipped
+    reasons: Counter[str] = Counter()
+    for r in all_results:
+        reasons.update(r.reasons)
+    done_now = sum(r.done + r.failed for r in results)
+    summary = {
+        "store": str(out),
+        "items": total_items,
+        "done": sum(r.done for r in all_results),
+        "failed": sum(r.failed for r in all_results),
+        "failed_by_reason": dict(sorted(reasons.items())),
+        "shards": num_shards,
+        "shards_resumed": len(skipped),
+        "processed_this_run": done_now,
+        "workers": int(workers),
+        "extract_seconds": round(wall_work, 3),
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+        "clips_per_second": round(done_now / wall_work, 2) if wall_work > 0 and done_now else 0.0,
+    }
+    with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
+        f.write(_canonical({"time": time.time(), **summary}) + "\n")
+    return summary
+
+
+class _InProcess(ShardWorker):
+    """The actor's code run as a plain object (``use_ray=False``)."""
+
+
+def _run_ray(
+    todo: list[dict[str, Any]],
+    out: Path,
+    params: StoreParams,
+    workers: int,
+    address: str | None,
+    record: Any,
+) -> bool:
+    import ray
+    import ray.data
+
+    started, cpus = _init_ray(address, workers)
+    if workers > cpus:
+        print(f"extract: the Ray cluster has {cpus} CPUs; using {cpus} workers, not {workers}",
+              file=sys.stderr)
+        workers = max(1, cpus)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    rows = [{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]} for t in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        ShardWorker,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))),
+        fn_constructor_kwargs={"store_dir": str(out)},
+        num_cpus=1,
+    )
+    for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
+        record({k: v[0] for k, v in batch.items()})
+    return started
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The end-of-run summary as a few lines of text."""
+    lines = [
+        f"store: {s['store']}",
+        f"items: {s['items']}  done: {s['done']}  failed: {s['failed']}  shards: {s['shards']}"
+        + (f" ({s['shards_resumed']} resumed)" if s["shards_resumed"] else ""),
+    ]
+    if s["failed_by_reason"]:
+        lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s["failed_by_reason"].items()))
+    lines.append(
+        f"this run: {s['processed_this_run']} clips in {s['extract_seconds']:.1f} s "
+        f"({s['clips_per_second']:.1f} clips/s, {s['workers']} workers); wall {s['wall_seconds']:.1f} s"
+    )
+    return "\n".join(lines)
