@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["GlobalBatchSampler", "SeededCollate", "SeededDataset", "TrainData", "batch_seed"]
+__all__ = ["GlobalBatchSampler", "SeededCollate", "SeededDataset", "TrainData", "batch_seed", "item_rng"]
+
+
+def item_rng(key: tuple[int, ...], item_id: Any) -> np.random.Generator:
+    """Generator for one item's random choices, from the batch key and the item id."""
+    import zlib
+
+    return np.random.default_rng([*key, zlib.crc32(str(item_id).encode())])
 
 
 def batch_seed(seed: int, epoch: int, batch: int, rank: int, stream: int = 0) -> int:
@@ -82,7 +89,9 @@ class GlobalBatchSampler:
             # contiguous split so that rank order == single-process order
             per = -(-len(chunk) // self.world)
             mine = chunk[self.rank * per : (self.rank + 1) * per]
-            s = batch_seed(self.seed, self.epoch, b, self.rank)
+            # rank-independent: collation seeds each item by (seed, id), so the
+            # ranks' crops equal the single-process ones
+            s = batch_seed(self.seed, self.epoch, b, 0)
             yield [(int(i), s) for i in mine]
 
 
@@ -119,14 +128,15 @@ class TrainData:
     """What the loop needs to make batches and model inputs from them.
 
     ``collate(items, seed)`` builds a batch dict from dataset items;
-    ``to_inputs(batch, rng)`` maps it to the model's input dict
-    (tower name -> tensor / list of strings); ``rng`` is a numpy Generator
-    seeded per batch (caption sampling).
+    ``to_inputs(batch, key)`` maps it to the model's input dict
+    (tower name -> tensor / list of strings); ``key = (seed, epoch, batch)``
+    seeds random choices (caption sampling) per item, so they do not depend
+    on how a global batch is split over ranks.
     """
 
     dataset: Any
     collate: Callable[[list[Any], int], dict[str, Any]]
-    to_inputs: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
+    to_inputs: Callable[[dict[str, Any], tuple[int, int, int]], dict[str, Any]]
     order: Callable[[int, int], Sequence[int]] | None = None
 
 

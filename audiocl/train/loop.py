@@ -48,7 +48,6 @@ from audiocl.train.data import (
     SeededCollate,
     SeededDataset,
     TrainData,
-    batch_seed,
     to_device,
 )
 
@@ -393,8 +392,8 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        rng = np.random.default_rng(batch_seed(self.cfg.train.seed, self.epoch, self.batch_in_epoch, self.rank, 1))
-        inputs = to_device(self.train_data.to_inputs(batch, rng), self.device)
+        key = (self.cfg.train.seed, self.epoch, self.batch_in_epoch)
+        inputs = to_device(self.train_data.to_inputs(batch, key), self.device)
         batch_dev = to_device(batch, self.device)
         out = forward_backward(
             self.ddp, self.loss_fn, inputs, batch_dev,
@@ -453,8 +452,7 @@ class Trainer:
         texts: list[str] = []
         text_tower = None
         for batch in loader:
-            rng = np.random.default_rng(0)
-            inputs = self.val_data.to_inputs(batch, rng)
+            inputs = self.val_data.to_inputs(batch, (0, 0, 0))
             inputs_dev = to_device(inputs, self.device)
             with self._autocast():
                 outputs = self.ddp(inputs_dev)

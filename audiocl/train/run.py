@@ -65,7 +65,9 @@ class ModelInputs:
     def __init__(self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str) -> None:
         self.mapping, self.keys, self.sampling = dict(mapping), dict(input_keys), sampling
 
-    def __call__(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    def __call__(self, batch: dict[str, Any], key: tuple[int, int, int]) -> dict[str, Any]:
+        from audiocl.train.data import item_rng
+
         out: dict[str, Any] = {}
         for tower, field in self.mapping.items():
             key = self.keys.get(tower, tower)
@@ -77,7 +79,7 @@ class ModelInputs:
                 for item_id, caps in zip(batch.get("ids", [None] * len(value)), value):
                     if not caps:
                         raise AudioclError(f"item {item_id!r} has no '{field}' for tower '{tower}'")
-                    j = int(rng.integers(len(caps))) if self.sampling == "random" else 0
+                    j = int(item_rng(key, item_id).integers(len(caps))) if self.sampling == "random" else 0
                     picked.append(str(caps[j]))
                 value = picked
             out[key] = value

@@ -1,0 +1,45 @@
+"""``audiocl train --config FILE [key=value ...]``: train a multi-tower model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="training config (YAML)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value",
+        help="override config values by dotted path, e.g. optim.lr=1e-3 data.batch_size=64",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from the latest complete checkpoint in train.output_dir",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, help="Ray Train workers (sets distributed.workers)")
+    parser.add_argument("--gpus", type=int, help="GPUs per worker (sets distributed.gpus)")
+    parser.add_argument("--address", help="Ray cluster to join (sets distributed.address)")
+    parser.add_argument("--output", help="output folder (sets train.output_dir)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from audiocl.train.config import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in (("workers", "distributed.workers"), ("gpus", "distributed.gpus"),
+                      ("address", "distributed.address"), ("output", "train.output_dir")):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(args.config, overrides)
+    print(f"audiocl train: outputs go to {cfg.train.output_dir} (model folder: {cfg.train.output_dir}/model)", flush=True)
+    if cfg.distributed.workers > 1 or cfg.distributed.address:
+        from audiocl.train.distributed import train_distributed
+
+        summary = train_distributed(cfg, resume=args.resume)
+    else:
+        from audiocl.train.run import train
+
+        summary = train(cfg, resume=args.resume)
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,162 @@
+"""Ray Train (V2) launcher: the same config and loop on N workers with DDP.
+
+``train_distributed(cfg)`` starts (or joins, with ``distributed.address`` /
+``RAY_ADDRESS``) a Ray cluster and runs :func:`_worker` on
+``distributed.workers`` workers through ``TorchTrainer``. Ray sets up the
+torch process group (gloo on CPU, nccl with GPUs); each worker builds the
+model, loss and data from the config alone, wraps the model in DDP and runs
+the shared :class:`audiocl.train.loop.Trainer`. Each rank trains on its
+contiguous part of every global batch (``data.batch_size`` is global), and
+the losses gather embeddings with gradient (``audiocl.losses.distributed``),
+so the contrastive batch, and the gradient, equal one process on the whole
+batch.
+
+Checkpoints and logs go to ``train.output_dir``, which every worker must see
+(local disk on one machine, a shared file system on a cluster). With
+``distributed.max_failures > 0`` Ray restarts failed workers; a restarted
+attempt resumes from the latest complete checkpoint of this run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from audiocl.errors import AudioclError
+from audiocl.train.config import TrainingConfig
+
+__all__ = ["train_distributed"]
+
+
+def _worker(loop_config: dict[str, Any]) -> None:
+    import torch
+
+    from audiocl.train.config import TrainingConfig
+    from audiocl.train.loop import Trainer
+    from audiocl.train.run import build_components, export_model
+
+    cfg = TrainingConfig.model_validate(loop_config["cfg"])
+    torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
+    out = Path(cfg.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / f".attempt-{loop_config['token']}"
+    # a restarted attempt (worker failure) of this same run resumes
+    resume = bool(loop_config["resume"]) or marker.exists()
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        marker.touch()
+    device = None
+    if cfg.distributed.gpus > 0:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    build: Callable[[TrainingConfig], Any] = loop_config.get("build") or build_components
+    comp = build(cfg)
+    trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data, device=device)
+    trainer.fit(resume=resume)
+    if trainer.is_main and loop_config.get("export", True):
+        export_model(cfg, comp.model, out)
+        marker.unlink(missing_ok=True)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _init_ray(address: str | None, workers: int) -> bool:
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    common = dict(include_dashboard=False, logging_level=logging.ERROR, configure_logging=True)
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(num_cpus=workers + 1, object_store_memory=128 * 1024 * 1024, **common)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise AudioclError(f"cannot start or join {where}: {err}") from None
+    return True
+
+
+def train_distributed(
+    cfg: TrainingConfig,
+    *,
+    resume: bool = False,
+    build: Callable[[TrainingConfig], Any] | None = None,
+    export: bool = True,
+    shutdown: bool = True,
+) -> dict[str, Any]:
+    """Run training under Ray Train ``TorchTrainer`` with ``distributed.workers`` workers.
+
+    ``build(cfg) -> Components`` replaces :func:`audiocl.train.run.build_components`
+    (it must be picklable). Returns a summary dict like
+    :func:`audiocl.train.run.train`.
+    """
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    d = cfg.distributed
+    if cfg.data.batch_size % d.workers:
+        raise AudioclError(f"data.batch_size={cfg.data.batch_size} must be divisible by {d.workers} workers")
+    out = Path(cfg.train.output_dir).resolve()
+    cfg = cfg.model_copy(deep=True)
+    cfg.train.output_dir = str(out)
+    started = _init_ray(d.address, d.workers)
+    storage = Path(d.storage_path).resolve() if d.storage_path else out / "ray"
+    name = d.name or out.name
+    resources = {"CPU": 1}
+    if d.gpus > 0:
+        resources["GPU"] = d.gpus
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={
+            "cfg": cfg.to_dict(), "resume": resume, "build": build,
+            "token": uuid.uuid4().hex, "export": export, "threads": 1,
+        },  # fmt: skip
+        torch_config=TorchConfig(backend="nccl" if d.gpus > 0 else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=d.workers, use_gpu=d.gpus > 0, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=d.max_failures),
+        ),
+    )
+    print(f"training on {d.workers} Ray worker(s) ({'GPU' if d.gpus else 'CPU'}); outputs in {out}", flush=True)
+    try:
+        result = trainer.fit()
+    except Exception as err:
+        # Ray wraps worker exceptions; surface our own (user-fixable) errors as one line
+        cause: BaseException | None = err
+        while cause is not None:
+            if isinstance(cause, AudioclError):
+                raise AudioclError(str(cause)) from None
+            cause = cause.__cause__ or cause.__context__
+        msg = str(err)
+        for line in msg.splitlines():
+            if "AudioclError" in line or "NonFiniteError" in line:
+                raise AudioclError(line.split(":", 1)[-1].strip()) from None
+        raise
+    finally:
+        if started and shutdown:
+            ray.shutdown()
+    if getattr(result, "error", None) is not None:
+        raise result.error  # pragma: no cover - fit() raises in V2
+    from audiocl.train.checkpoint import find_latest
+
+    latest = find_latest(out)
+    return {
+        "output_dir": str(out),
+        "model_dir": str(out / "model") if export else None,
+        "latest_checkpoint": str(latest) if latest else None,
+    }
