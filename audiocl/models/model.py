@@ -253,7 +253,10 @@ class MultiTowerModel(nn.Module):
         pr_path = d / "prompts.json"
         prompts = json.loads(pr_path.read_text()) if pr_path.is_file() else None
         model = cls(cfg, frontend=frontend, prompts=prompts, _for_loading=True, _base_dir=d)
-        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+        try:
+            missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+        except RuntimeError as e:  # shape mismatches: the folder's files disagree
+            raise AudioclError(f"{weights} does not match config.json: {str(e).splitlines()[-1].strip()}") from None
         if missing or unexpected:
             raise AudioclError(
                 f"{weights} does not match config.json: missing {sorted(missing)[:5]}, "
