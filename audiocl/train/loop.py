@@ -373,7 +373,7 @@ class Trainer:
         bad = [k for k, v in terms.items() if not math.isfinite(v)]
         blame = f" (term {', '.join(repr(b) for b in bad)})" if bad else ""
         msg = (
-            f"non-finite {what} ({value}) at step {self.step} (epoch {self.epoch}, "
+            f"non-finite {what} ({value}) at step {self.step + 1} (epoch {self.epoch}, "
             f"batch {self.batch_in_epoch}){blame}"
         )
         if self.cfg.train.on_nan == "error":
