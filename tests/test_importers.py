@@ -462,3 +462,20 @@ def test_prepared_manifest_round_trips_relative(tmp_path: Path, tiny_wav_factory
     (item,) = load_manifest(out)
     assert item.path == str(root / "x" / "a.wav")
     write_manifest([item], tmp_path / "again.jsonl")
+
+
+def test_prepare_manifest_error_mid_import_leaves_no_file(esc50_root: Path, tmp_path: Path) -> None:
+    from audiocl.data.importers import prepare_manifest
+
+    root = tmp_path / "ESC-50"
+    shutil.copytree(esc50_root / "meta", root / "meta")
+    (root / "audio").mkdir()
+    wavs = sorted((esc50_root / "audio").iterdir())
+    for wav in wavs[:-1]:  # the last one listed in the CSV is still missing
+        (root / "audio" / wav.name).symlink_to(wav)
+    out = tmp_path / "new" / "sub" / "esc50.jsonl"
+    with pytest.raises(InputError, match="audio file not found"):
+        prepare_manifest("esc50", root, out)
+    assert list(out.parent.iterdir()) == []
+    stats = prepare_manifest("esc50", root, out, on_missing="skip")
+    assert stats.items == 13 and len(load_manifest(out)) == 13

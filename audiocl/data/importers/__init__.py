@@ -92,12 +92,14 @@ def prepare_manifest(
 
     ``progress(n)`` is called after each item written. An import that yields
     no item at all raises ``AudioclError`` and writes nothing, as does any
-    error on the way. Returns the importer's :class:`ImportStats`.
+    error on the way. The output's folder is created if needed. Returns the importer's :class:`ImportStats`.
     """
     from audiocl.data.manifest import ManifestWriter
 
     stats = ImportStats()
     items = prepare(name, root, stats=stats, **kw)
+    # only after the importer accepted root and options, so a typo leaves no folder behind
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with ManifestWriter(out, relative_to_manifest=relative_paths) as writer:
         for item in items:
             writer.write(item)
