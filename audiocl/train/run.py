@@ -65,7 +65,7 @@ class ModelInputs:
     def __init__(self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str) -> None:
         self.mapping, self.keys, self.sampling = dict(mapping), dict(input_keys), sampling
 
-    def __call__(self, batch: dict[str, Any], key: tuple[int, int, int]) -> dict[str, Any]:
+    def __call__(self, batch: dict[str, Any], batch_key: tuple[int, int, int]) -> dict[str, Any]:
         from audiocl.train.data import item_rng
 
         out: dict[str, Any] = {}
@@ -79,7 +79,7 @@ class ModelInputs:
                 for item_id, caps in zip(batch.get("ids", [None] * len(value)), value):
                     if not caps:
                         raise AudioclError(f"item {item_id!r} has no '{field}' for tower '{tower}'")
-                    j = int(item_rng(key, item_id).integers(len(caps))) if self.sampling == "random" else 0
+                    j = int(item_rng(batch_key, item_id).integers(len(caps))) if self.sampling == "random" else 0
                     picked.append(str(caps[j]))
                 value = picked
             out[key] = value

@@ -1,0 +1,118 @@
+"""A run SIGKILLed mid-epoch and resumed reproduces the uninterrupted loss curve exactly.
+
+Real pieces end to end: FSDD clips -> feature store (the project's extraction),
+``audiocl train`` in a subprocess (CNN audio tower with dropout and BatchNorm,
+byte-level text transformer with dropout, CLIP loss, gradient-cached
+micro-batches, random caption sampling, rand_trunc crops), SIGKILL after 10
+logged steps (checkpoints every 4 steps, 6 steps per epoch, so the kill lands
+mid-epoch 1 with 2 steps to redo), then ``--resume``. The CSV logs must match
+step by step as strings (exact float equality), and so must the final weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from train_store import build_store, model_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def store(shared_dir, tmp_path_factory):
+    return build_store(shared_dir, tmp_path_factory.getbasetemp() / "train_store")
+
+
+def _config(tmp_path: Path, store: tuple[Path, Path], out: str) -> Path:
+    store_dir, manifest = store
+    cfg = {
+        "model": model_config(),
+        "loss": {"name": "clip"},
+        "data": {
+            "store": str(store_dir), "manifest": str(manifest), "val_manifest": str(manifest),
+            "batch_size": 16, "micro_batch_size": 8, "max_frames": 48, "length_policy": "rand_trunc",
+        },
+        "optim": {"lr": 2e-3},
+        "schedule": {"warmup_steps": 3, "min_lr": 1e-5},
+        "train": {
+            "epochs": 4, "log_every": 1, "ckpt_every": 4, "val_every": 6, "seed": 7,
+            "output_dir": str(tmp_path / out), "progress": True,
+        },
+    }  # fmt: skip
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cmd(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "audiocl.cli", "train", "--config", str(config), *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path, store):
+    cfg_a = _config(tmp_path, store, "full")
+    done = subprocess.run(_cmd(cfg_a), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    full = _rows(tmp_path / "full" / "train_log.csv")
+    assert [int(r["step"]) for r in full] == list(range(1, 25))
+
+    cfg_b = _config(tmp_path, store, "killed")
+    log_b = tmp_path / "killed" / "train_log.csv"
+    proc = subprocess.Popen(_cmd(cfg_b), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(_rows(log_b)) >= 10:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(_rows(log_b))
+    assert 10 <= killed_at < 24
+    ckpts = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert ckpts and ckpts[-1] < f"step_{killed_at:08d}" or ckpts[-1] == f"step_{killed_at:08d}"
+    assert (int(ckpts[-1].split("_")[1]) % 6) != 0, "checkpoint is not mid-epoch"
+
+    again = subprocess.run(_cmd(cfg_b, "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resume:" in again.stdout
+    resumed = _rows(log_b)
+    assert [r["step"] for r in resumed] == [r["step"] for r in full]
+    for a, b in zip(full, resumed):
+        assert (a["step"], a["loss"], a["lr"], a["scale"], a["grad_norm"]) == (
+            b["step"], b["loss"], b["lr"], b["scale"], b["grad_norm"]
+        ), f"diverged at step {a['step']}"
+    val_a = _rows(tmp_path / "full" / "val_log.csv")
+    val_b = _rows(tmp_path / "killed" / "val_log.csv")
+    assert val_a == val_b and len(val_a) == 4
+
+    from safetensors.torch import load_file
+
+    wa = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "killed" / "model" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert (wa[k] == wb[k]).all(), k
+
+    from audiocl.models import load_model
+
+    model = load_model(tmp_path / "killed" / "model")
+    assert model.frontend is not None and model.embed_text(["two"]).shape == (1, 16)
