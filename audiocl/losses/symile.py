@@ -21,14 +21,17 @@ anchor-to-rest only, averaged over anchors, as in the ``symile`` package. The
 cross-entropy does not depend on the order of the candidate columns, so any
 enumeration of the N^(M-1) tuples gives the same value.
 
-Implementation of the O(N^2) form: the candidates of an anchor factor as
-``(x_m[i] * P[r]) . o_last[k]`` where ``P`` [N^(M-2), d] holds the elementwise
-products of all tuples of the first M-2 other modalities (``P = ones[1, d]`` for
-M = 2, ``P = o_1`` for M = 3). For a chunk of C anchors, the logits are one
-batched matmul ``(x_m[chunk, None] * P[None]) @ o_last^T`` -> [C, N^(M-2), N]; the
-log-sum-exp over them and its gradients are computed chunk by chunk in one
-custom autograd function, so memory stays O(C * N^(M-1)) instead of the
-O(N^M) that autograd would keep (no N^(M-1) x d concatenated copy is built).
+Implementation of the O(N^2) form: the candidates factor as
+``T[i, r, k] = t * sum_d x_1[i,d] P[r,d] x_M[k,d]`` where ``P`` [N^(M-2), d]
+holds the elementwise products of all row tuples of the middle modalities
+(``P = ones[1, d]`` for M = 2, ``P = x_2`` for M = 3). This one tensor of N^M
+logits serves **every** anchor: anchor m's log-sum-exp for its row reduces T
+over all indices but the m-th. It is computed in chunks of rows of x_1 as
+batched matmuls ``(x_1[chunk, None] * P[None]) @ x_M^T`` inside one custom
+autograd function (two passes: values, then gradients), so memory stays
+O(chunk * N^(M-1)) and the work is ~4 N^M d multiply-adds in all, against
+3 per anchor (3 M in all) for a per-anchor autograd computation. No Python
+loop runs over candidate tuples and no N^(M-1) x d copy is concatenated.
 """
 
 from __future__ import annotations
@@ -64,87 +67,117 @@ def _tuple_products(xs: Sequence[Tensor], d: int, like: Tensor) -> Tensor:
     return p
 
 
-class _SymileLogSumExp(torch.autograd.Function):
-    """``sum_i logsumexp_{r,k} t * sum_d a[i,d] P[r,d] z[k,d]`` with gradients fused in.
+class _SymileAllAnchorsLSE(torch.autograd.Function):
+    """``sum_m sum_i lse_m[i]`` for every anchor m, from one shared logit tensor.
 
-    a: [n, d] anchors, P: [R, d], z: [N, d], t: 0-d. Returns a 0-d tensor. The
-    output is a scalar, so its gradient is one number ``g`` and every input
-    gradient is ``g`` times a quantity computable during the forward pass: the
-    softmax of each chunk is used once for the value and the three gradient
-    matmuls, then freed. Not twice differentiable.
+    With a = x_0 [N, d], P [R, d] (R = N^(M-2), products of the middle
+    modalities) and z = x_{M-1} [N, d], the logit tensor
+    ``T[i, r, k] = t * sum_d a[i,d] P[r,d] z[k,d]`` is the same for every choice
+    of anchor; anchor m's log-sum-exp for its row i_m reduces T over all other
+    indices. Two passes over chunks of i: the first computes the T block once and
+    the anchors' log-sum-exps (anchor 0 directly, the others as per-chunk partial
+    log-sum-exps combined at the end); the second recomputes the block and
+    forms ``W = sum_m softmax_m(T)``, the gradient of the output with respect to
+    T, from which the input gradients are three matmuls. The output is a scalar,
+    so its incoming gradient is one number and the input gradients are computed
+    here and only scaled in ``backward``. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, P: Tensor, z: Tensor, t: Tensor, chunk: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, a: Tensor, P: Tensor, z: Tensor, t: Tensor, chunk: int, n_mid: int) -> Tensor:  # type: ignore[override]
         need = ctx.needs_input_grad
-        want_grad = any(need[:4])
         n, d = a.shape
         R, N = P.shape[0], z.shape[0]
-        total = a.new_zeros(())
+        mid_shape = (N,) * n_mid
+        zT = z.T
+
+        def block(s: int) -> tuple[Tensor, Tensor, Tensor]:
+            A = a[s : s + chunk]
+            Q = (A[:, None, :] * P[None, :, :]).reshape(A.shape[0] * R, d)
+            raw = (Q @ zT).view(A.shape[0], R, N)
+            return A, Q, raw
+
+        starts = range(0, n, chunk)
+        lse0 = a.new_empty(n)
+        partial: list[list[Tensor]] = [[] for _ in range(n_mid + 1)]
+        for s in starts:
+            A, _, raw = block(s)
+            T = raw.mul_(t)
+            C = A.shape[0]
+            lse0[s : s + C] = torch.logsumexp(T.view(C, R * N), dim=1)
+            Tm = T.view(C, *mid_shape, N)
+            dims = list(range(Tm.dim()))
+            for k in range(n_mid + 1):
+                keep = k + 1  # dim of the middle modality k (the last one for k = n_mid)
+                partial[k].append(torch.logsumexp(Tm, dim=[x for x in dims if x != keep]))
+            del T, Tm, raw
+        lse_rest = [torch.logsumexp(torch.stack(p), dim=0) for p in partial]  # each [N]
+        total = lse0.sum() + sum(x.sum() for x in lse_rest)
+
         ga = torch.zeros_like(a) if need[0] else None
         gP = torch.zeros_like(P) if need[1] else None
         gz = torch.zeros_like(z) if need[2] else None
         gt = a.new_zeros(()) if need[3] else None
-        zT = z.T
-        for s in range(0, n, chunk):
-            A = a[s : s + chunk]
-            C = A.shape[0]
-            Q = (A[:, None, :] * P[None, :, :]).reshape(C * R, d)
-            raw = (Q @ zT).view(C, R * N)
-            logits = raw * t
-            lse = torch.logsumexp(logits, dim=1)
-            total = total + lse.sum()
-            if not want_grad:
-                continue
-            S = logits.sub_(lse[:, None]).exp_()  # softmax, reusing the logits buffer
-            if gt is not None:
-                gt = gt + (S * raw).sum()
-            del raw
-            S2 = S.view(C * R, N)
-            if ga is not None or gP is not None:
-                SZ = (S2 @ z).view(C, R, d)
-                if ga is not None:
-                    ga[s : s + C] = torch.einsum("crd,rd->cd", SZ, P) * t
-                if gP is not None:
-                    gP += torch.einsum("crd,cd->rd", SZ, A) * t
-                del SZ
-            if gz is not None:
-                gz += (S2.T @ Q) * t
-        ctx.save_for_backward(*(g if g is not None else a.new_zeros(()) for g in (ga, gP, gz, gt)))
+        if any(need[:4]):
+            for s in starts:
+                A, Q, raw = block(s)
+                C = A.shape[0]
+                T = raw * t
+                W = (T - lse0[s : s + C, None, None]).exp_()
+                Wm, Tm = W.view(C, *mid_shape, N), T.view(C, *mid_shape, N)
+                for k, lse in enumerate(lse_rest):
+                    shape = [1] * Wm.dim()
+                    shape[k + 1] = N
+                    Wm += (Tm - lse.view(shape)).exp_()
+                del T, Tm
+                if gt is not None:
+                    gt = gt + (W * raw).sum()
+                del raw
+                W2 = W.view(C * R, N)
+                if ga is not None or gP is not None:
+                    WZ = (W2 @ z).view(C, R, d)
+                    if ga is not None:
+                        ga[s : s + C] = torch.einsum("crd,rd->cd", WZ, P) * t
+                    if gP is not None:
+                        gP += torch.einsum("crd,cd->rd", WZ, A) * t
+                    del WZ
+                if gz is not None:
+                    gz += (W2.T @ Q) * t
         ctx.has = tuple(g is not None for g in (ga, gP, gz, gt))
+        ctx.save_for_backward(*(g if g is not None else a.new_zeros(()) for g in (ga, gP, gz, gt)))
         return total
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         saved = ctx.saved_tensors
         grads = [saved[k] * g if ctx.has[k] else None for k in range(4)]
-        return (*grads, None)
+        return (*grads, None, None)
 
 
 def _chunk_size(R: int, N: int, chunk_elements: int) -> int:
     return max(1, chunk_elements // max(1, R * N))
 
 
-def symile_anchor_lse(
-    anchor: Tensor, others: Sequence[Tensor], logit_scale: Tensor | float, *, chunk_elements: int = CHUNK_ELEMENTS
+def symile_lse_all_anchors(
+    xs: Sequence[Tensor], logit_scale: Tensor | float, *, chunk_elements: int = CHUNK_ELEMENTS
 ) -> Tensor:
-    """``sum_i logsumexp`` over all N^(M-1) candidate tuples for anchor rows ``anchor`` [n, d].
+    """``sum_m sum_i logsumexp`` over the N^(M-1) candidate tuples of anchor m's row i -> 0-d.
 
-    ``others``: the M-1 other modalities, each [N, d]. Returns a 0-d tensor.
+    ``xs``: M >= 2 tensors [N, d]. The middle modalities' tuple products
+    ``P`` [N^(M-2), d] are formed with autograd; everything else is fused.
     """
-    d = anchor.shape[1]
-    t = as_scale(logit_scale, anchor)
-    P = _tuple_products(others[:-1], d, anchor)
-    z = others[-1]
-    chunk = _chunk_size(P.shape[0], z.shape[0], chunk_elements)
-    return _SymileLogSumExp.apply(anchor, P, z, t, chunk)
+    d = xs[0].shape[1]
+    t = as_scale(logit_scale, xs[0])
+    P = _tuple_products(xs[1:-1], d, xs[0])
+    N = xs[-1].shape[0]
+    chunk = _chunk_size(P.shape[0], N, chunk_elements)
+    return _SymileAllAnchorsLSE.apply(xs[0], P, xs[-1], t, chunk, len(xs) - 2)
 
 
 def symile_loss_n_squared(
     xs: Sequence[Tensor],
     logit_scale: Tensor | float,
     *,
-    rows: tuple[int, int] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> Tensor:
     """Symile with all N^(M-1) candidate tuples per anchor row (see module docstring).
@@ -152,26 +185,18 @@ def symile_loss_n_squared(
     Args:
         xs: M >= 2 tensors [N, d].
         logit_scale: exp'd temperature multiplier ``t``.
-        rows: optional ``(offset, n)``: only anchor rows ``offset..offset+n`` (a rank's
-            share in distributed training); the result is then scaled by W/N so the
-            mean over ranks is the full loss.
+        chunk_elements: size of one block of logits (memory knob, not the value).
     Returns:
         0-d tensor ``(1/M) sum_m mean_i [logsumexp_cand logits_m[i] - logits_m[i, (i..i)]]``.
     """
     if len(xs) < 2:
         raise AudioclError("symile needs at least two modalities")
     check_same_shape(xs)
-    N = xs[0].shape[0]
+    N, M = xs[0].shape[0], len(xs)
     t = as_scale(logit_scale, xs[0])
-    off, n = (0, N) if rows is None else rows
-    pos = t * mip([x[off : off + n] for x in xs]).sum()
-    losses = []
-    for m in range(len(xs)):
-        others = [x for k, x in enumerate(xs) if k != m]
-        lse = symile_anchor_lse(xs[m][off : off + n], others, t, chunk_elements=chunk_elements)
-        losses.append(lse - pos)
-    scale = (1.0 / N) if rows is None else (D.world_size() / N)
-    return torch.stack(losses).mean() * scale
+    pos = t * mip(xs).sum()
+    lse = symile_lse_all_anchors(xs, t, chunk_elements=chunk_elements)
+    return (lse / M - pos) / N
 
 
 def draw_permutations(
@@ -248,15 +273,15 @@ class SymileLoss(nn.Module):
     Embeddings are gathered over ranks with gradient. In the O(N) form the
     permutations are drawn on rank 0 (from ``generator`` or torch's global RNG)
     and broadcast, so every rank computes the same global loss. A batch may
-    carry ``batch["symile_permutations"]`` to fix them. ``local_loss=True``
-    (O(N^2) form) restricts the anchors to this rank's rows.
+    carry ``batch["symile_permutations"]`` to fix them. Every rank computes the
+    loss of the whole gathered batch (the O(N^2) form shares one logit tensor
+    between all anchors, so splitting anchors over ranks would not save work).
     """
 
     def __init__(
         self,
         modalities: Sequence[str],
         negatives: str = "n_squared",
-        local_loss: bool = False,
         chunk_elements: int = CHUNK_ELEMENTS,
     ):
         super().__init__()
@@ -266,20 +291,15 @@ class SymileLoss(nn.Module):
             raise AudioclError(f"symile negatives must be 'n' or 'n_squared', got {negatives!r}")
         self.modalities = tuple(modalities)
         self.negatives = negatives
-        self.local_loss = local_loss
         self.chunk_elements = chunk_elements
         self.generator: torch.Generator | None = None
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> Tensor:
         xs = get_embeddings(outputs, self.modalities)
         t = get_logit_scale(outputs)
-        n_local = xs[0].shape[0]
         xs = D.gather_many(xs)
         if self.negatives == "n_squared":
-            rows = None
-            if self.local_loss and D.is_distributed():
-                rows = (D.local_offset(n_local, xs[0].device)[0], n_local)
-            return symile_loss_n_squared(xs, t, rows=rows, chunk_elements=self.chunk_elements)
+            return symile_loss_n_squared(xs, t, chunk_elements=self.chunk_elements)
         perms = None if batch is None else batch.get("symile_permutations")
         if perms is None:
             N, M = xs[0].shape[0], len(xs)
