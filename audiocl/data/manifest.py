@@ -57,7 +57,7 @@ CORE_FIELDS: tuple[str, ...] = (
     "source",
     "license",
 )
-_OPTIONAL_STR_FIELDS = ("split", "language", "speaker", "source", "license")
+_RESERVED = frozenset(CORE_FIELDS) | {"custom"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -158,36 +158,7 @@ class AudioItem:
             raise InputError(None, err.message, field=err.field) from None
 
     def _validated_copy(self) -> AudioItem:
-        ident = _check_str(self.id, "id", optional=False)
-        if not ident:
-            raise _ItemInvalid("must not be empty", "id")
-        path = _check_str(self.path, "path", optional=False)
-        if not path:
-            raise _ItemInvalid("must not be empty", "path")
-        if not isinstance(self.custom, dict):
-            raise _ItemInvalid(f"expected a dict, got {_type_name(self.custom)}", "custom")
-        for key in self.custom:
-            if not isinstance(key, str):
-                raise _ItemInvalid(f"custom field names must be strings, got {key!r}", "custom")
-            if key in CORE_FIELDS or key == "custom":
-                raise _ItemInvalid(f"'{key}' is a core field and cannot be in custom", key)
-        return AudioItem(
-            id=ident,
-            path=path,
-            start=_check_number(self.start, "start", optional=False, minimum=0.0),
-            duration=_check_number(self.duration, "duration", optional=True, minimum=0.0),
-            sampling_rate=_check_int(self.sampling_rate, "sampling_rate", minimum=1),
-            num_samples=_check_int(self.num_samples, "num_samples", minimum=0),
-            channels=_check_int(self.channels, "channels", minimum=1),
-            texts=_check_str_list(self.texts, "texts"),
-            labels=_check_str_list(self.labels, "labels"),
-            split=_check_str(self.split, "split", optional=True),
-            language=_check_str(self.language, "language", optional=True),
-            speaker=_check_str(self.speaker, "speaker", optional=True),
-            source=_check_str(self.source, "source", optional=True),
-            license=_check_str(self.license, "license", optional=True),
-            custom=dict(self.custom),
-        )
+        return _build(self.__dict__, self.custom)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: core fields first (None as null), then custom fields.
@@ -224,41 +195,57 @@ class AudioItem:
         for required in ("id", "path"):
             if required not in d:
                 raise _ItemInvalid("required field is missing", required)
-        custom: dict[str, Any] = {}
+        custom = {k: v for k, v in d.items() if k not in _RESERVED}
         nested = d.get("custom")
         if nested is not None:
             if not isinstance(nested, dict):
                 raise _ItemInvalid(f"expected an object, got {_type_name(nested)}", "custom")
-            custom.update(nested)
-        for key, value in d.items():
-            if key in CORE_FIELDS or key == "custom":
-                continue
-            if key in custom:
-                raise _ItemInvalid("given both at top level and inside 'custom'", key)
-            custom[key] = value
-        raw = cls(
-            id=d["id"],
-            path=d["path"],
-            start=0.0 if d.get("start") is None else d["start"],
-            duration=d.get("duration"),
-            sampling_rate=d.get("sampling_rate"),
-            num_samples=d.get("num_samples"),
-            channels=d.get("channels"),
-            texts=d.get("texts"),  # type: ignore[arg-type]
-            labels=d.get("labels"),  # type: ignore[arg-type]
-            split=d.get("split"),
-            language=d.get("language"),
-            speaker=d.get("speaker"),
-            source=d.get("source"),
-            license=d.get("license"),
-            custom=custom,
-        )
-        return raw._validated_copy()
+            for key, value in nested.items():
+                if key in custom:
+                    raise _ItemInvalid("given both at top level and inside 'custom'", key)
+                custom[key] = value
+        return _build(d, custom)
 
     @property
     def end(self) -> float | None:
         """End time in seconds within the file (None when the duration is unknown)."""
         return None if self.duration is None else self.start + self.duration
+
+
+def _build(v: dict[str, Any], custom: Any) -> AudioItem:
+    """One validated ``AudioItem`` from field values (a JSON dict or an item's ``__dict__``)."""
+    ident = _check_str(v.get("id"), "id", optional=False)
+    if not ident:
+        raise _ItemInvalid("must not be empty", "id")
+    path = _check_str(v.get("path"), "path", optional=False)
+    if not path:
+        raise _ItemInvalid("must not be empty", "path")
+    if not isinstance(custom, dict):
+        raise _ItemInvalid(f"expected a dict, got {_type_name(custom)}", "custom")
+    if not _RESERVED.isdisjoint(custom) or not all(isinstance(k, str) for k in custom):
+        for key in custom:
+            if not isinstance(key, str):
+                raise _ItemInvalid(f"custom field names must be strings, got {key!r}", "custom")
+            if key in _RESERVED:
+                raise _ItemInvalid(f"'{key}' is a core field and cannot be in custom", key)
+    start = v.get("start")
+    return AudioItem(
+        id=ident,
+        path=path,
+        start=0.0 if start is None else _check_number(start, "start", optional=False, minimum=0.0),
+        duration=_check_number(v.get("duration"), "duration", optional=True, minimum=0.0),
+        sampling_rate=_check_int(v.get("sampling_rate"), "sampling_rate", minimum=1),
+        num_samples=_check_int(v.get("num_samples"), "num_samples", minimum=0),
+        channels=_check_int(v.get("channels"), "channels", minimum=1),
+        texts=_check_str_list(v.get("texts"), "texts"),
+        labels=_check_str_list(v.get("labels"), "labels"),
+        split=_check_str(v.get("split"), "split", optional=True),
+        language=_check_str(v.get("language"), "language", optional=True),
+        speaker=_check_str(v.get("speaker"), "speaker", optional=True),
+        source=_check_str(v.get("source"), "source", optional=True),
+        license=_check_str(v.get("license"), "license", optional=True),
+        custom=dict(custom),
+    )
 
 
 # ---------------------------------------------------------------- reading
