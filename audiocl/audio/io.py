@@ -2,7 +2,8 @@
 
 Every decode goes through libsndfile (``soundfile``): WAV, FLAC, OGG/Vorbis,
 OGG/Opus and MP3 (libsndfile >= 1.1). A segment (``start``/``duration``) is read
-by seeking, so a 10 s excerpt of a one-hour file decodes 10 s, not the hour.
+by seeking, so a 10 s excerpt of a one-hour file decodes 10 s, not the hour;
+MP3 is the exception (decoded from the start in one call, see ``load_audio``).
 
 Resampling uses one pinned resampler, recorded in :data:`RESAMPLER`; the
 front-end hash includes that dict, so features made with another resampler or
@@ -109,9 +110,17 @@ def load_audio(
                     p, "out_of_range", f"start={start} s is past the end ({total / sr:.3f} s)"
                 )
             n = -1 if duration is None else int(round(duration * sr))
-            if first:
-                f.seek(first)
-            x = f.read(frames=n, dtype="float32", always_2d=True)
+            if f.format == "MP3" and first:
+                # libsndfile 1.2.2's MP3 decoder corrupts a few hundred samples at
+                # the start of a second read call (seek included) on some files
+                # (low-bitrate frames; a pure tone shows it); one read call from
+                # the start is exact, so decode the prefix and drop it.
+                x = f.read(frames=-1 if n < 0 else first + n, dtype="float32", always_2d=True)
+                x = x[first:]
+            else:
+                if first:
+                    f.seek(first)
+                x = f.read(frames=n, dtype="float32", always_2d=True)
     except AudioDecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
