@@ -93,6 +93,7 @@ def test_unknown_fields_and_lhotse_custom_round_trip(tmp_path: Path) -> None:
     d = a.to_dict()
     assert d["video"] == "v.mp4" and d["fold"] == 2
     assert AudioItem.from_dict(d) == a
+    assert a.get("fold") == 2 and a.get("id") == "a" and a.get("nothing", 5) == 5
 
 
 def test_relative_paths_resolve_against_manifest_folder(tmp_path: Path) -> None:

@@ -206,6 +206,12 @@ class AudioItem:
                 custom[key] = value
         return _build(d, custom)
 
+    def get(self, name: str, default: Any = None) -> Any:
+        """A core field or a custom field by name (``item.get("fold")``)."""
+        if name in _RESERVED and name != "custom":
+            return getattr(self, name)
+        return self.custom.get(name, default)
+
     @property
     def end(self) -> float | None:
         """End time in seconds within the file (None when the duration is unknown)."""
