@@ -352,6 +352,7 @@ def test_folder_labels_from_subfolders(tmp_path: Path, tiny_wav_factory) -> None
     tiny_wav_factory(root / ".trash" / "x.wav")
     (root / "dog" / "notes.txt").write_text("not audio")
     (root / "cat" / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
+    (root / "dog" / "loop").symlink_to(root / "dog")  # a cycle must not hang the walk
     stats = ImportStats()
     items = list(prepare_folder(root, license="CC0", stats=stats))
     by_rel = {it.custom["relpath"]: it for it in items}

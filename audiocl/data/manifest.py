@@ -385,7 +385,9 @@ class ManifestWriter:
     Lines go to a hidden temporary file in the destination's folder; on a
     clean exit it is flushed, fsynced and renamed over ``path`` (``os.replace``
     is atomic on POSIX and Windows). On any exception, including an invalid
-    item, the temporary file is removed and ``path`` is left untouched. A
+    item, the temporary file is removed and ``path`` is left untouched (a
+    process killed outright may leave the hidden temporary file behind, never
+    a partial manifest). A
     ``.gz`` suffix gives gzip output with a zero timestamp, so the same items
     always give the same bytes. ``relative_to_manifest=True`` writes audio
     paths under the manifest's folder relative to it, so the folder can move.

@@ -230,7 +230,14 @@ def iter_audio_files(
 ) -> Iterator[Path]:
     """Sound files under ``root`` (recursively, sorted, hidden files skipped)."""
     exts = {"." + e.lower().lstrip(".") for e in extensions}
+    seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        # symlinked folders are followed, so guard against cycles
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
