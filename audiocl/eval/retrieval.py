@@ -292,3 +292,44 @@ def retrieval_metrics(
         "tie_rule": TIE_RULE,
         "a2t_map": "sorted ranks (AP@10)" if a2t_map_sorted else "caption order (LAION code as written)",
     }
+
+
+def run_retrieval(
+    model_dir: str,
+    manifest: str,
+    *,
+    store: str | None = None,
+    split: str | None = None,
+    speech: bool = False,
+    a2t_map_sorted: bool = True,
+    audio_tower: str | None = None,
+    text_tower: str | None = None,
+    batch_size: int = 16,
+    chunk: int = 16384,
+) -> dict:
+    """Load a model folder and a manifest (each item's ``texts`` are its captions), embed, score."""
+    from audiocl.data.manifest import read_manifest
+    from audiocl.eval.embed import embed_items_audio, embed_strings
+    from audiocl.models import load_model
+
+    items = [it for it in read_manifest(manifest) if split is None or it.split == split]
+    if not items:
+        raise AudioclError(f"no items in {manifest}" + (f" with split {split!r}" if split else ""))
+    captions: list[str] = []
+    t2a: list[int] = []
+    for a, it in enumerate(items):
+        for t in it.texts:
+            captions.append(t)
+            t2a.append(a)
+    if not captions:
+        raise AudioclError(f"no item of {manifest} has a text; retrieval needs captions or transcripts")
+    model = load_model(model_dir)
+    audio = embed_items_audio(model, items, store=store, tower=audio_tower, batch_size=batch_size)
+    text = embed_strings(model, captions, tower=text_tower)
+    res = retrieval_metrics(
+        torch.nn.functional.normalize(audio.float(), dim=-1), text, torch.tensor(t2a),
+        speech=speech, chunk=chunk, a2t_map_sorted=a2t_map_sorted,
+    )
+    out = {"eval": "retrieval", "model": str(model_dir), "manifest": str(manifest), "split": split}
+    out.update(res)
+    return out

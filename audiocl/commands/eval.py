@@ -1,0 +1,132 @@
+"""``audiocl eval {zeroshot,retrieval,multiway,probe,diagnostics}``: evaluate a model.
+
+Every subcommand writes ``--out`` (JSON) first, then ``<out>.md`` and any
+PNGs made from that JSON beside it. Protocols: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="model folder (config.json, model.safetensors, frontend.json)")
+    p.add_argument("--manifest", required=required, help="JSONL manifest of the evaluation items")
+    p.add_argument("--store", default=None, help="feature store of the manifest's items (default: decode the audio files)")
+    p.add_argument("--split", default=None, help="use only items of this split")
+    p.add_argument("--batch-size", type=int, default=16)
+
+
+def _out_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="results JSON path (Markdown and PNGs go beside it)")
+
+
+def _emb_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embeddings", default=None,
+                   help=".npz with one [N, d] array per modality (+ optional 'labels', 'fold'), instead of --model/--manifest")
+    _model_args(p, required=False)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
+
+    p = sub.add_parser("zeroshot", help="zero-shot classification from class-name prompts")
+    _model_args(p)
+    p.add_argument("--prompt", default=None, help='one template with {} for the class name, e.g. "This is a sound of {}."')
+    p.add_argument("--prompts-file", default=None, help="templates (JSON list or one a line), averaged as an ensemble")
+    p.add_argument("--classes", default=None, help="class list file (one label a line); default: the manifest's labels")
+    p.add_argument("--audio-tower", default=None)
+    p.add_argument("--text-tower", default=None)
+    _out_arg(p)
+
+    p = sub.add_parser("retrieval", help="text-to-audio / audio-to-text retrieval (LAION multi-caption protocol)")
+    _model_args(p)
+    p.add_argument("--speech", action="store_true", help="also report CLASP's HITS@1, MRR and meanR")
+    p.add_argument("--laion-map-order", action="store_true",
+                   help="audio-to-text mAP@10 with captions in caption order, as LAION-CLAP's code does (default: sorted)")
+    p.add_argument("--chunk", type=int, default=16384, help="gallery chunk for the chunked top-k")
+    p.add_argument("--audio-tower", default=None)
+    p.add_argument("--text-tower", default=None)
+    _out_arg(p)
+
+    p = sub.add_parser("multiway", help="predict one modality from the others (MIP, volume or summed cosine)")
+    _emb_args(p)
+    p.add_argument("--method", choices=["mip", "volume", "cosine"], default="mip")
+    p.add_argument("--target", action="append", default=None, help="target modality (repeatable; default: each)")
+    p.add_argument("--towers", nargs="+", default=None, help="modalities to use (default: all)")
+    _out_arg(p)
+
+    p = sub.add_parser("probe", help="linear probe (logistic regression, k-fold) on frozen embeddings")
+    _emb_args(p)
+    p.add_argument("--tower", default=None, help="which embedding to probe (default: the audio/speech tower, or the only array)")
+    p.add_argument("--k", type=int, default=5, help="folds when the items carry no 'fold'")
+    p.add_argument("--ignore-folds", action="store_true", help="use k stratified folds even if items carry 'fold'")
+    p.add_argument("--l2", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    _out_arg(p)
+
+    p = sub.add_parser("diagnostics", help="modality gap, alignment, uniformity, 2-D projection plot")
+    _emb_args(p)
+    p.add_argument("--towers", nargs="+", default=None)
+    _out_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from audiocl.eval.report import write_results
+
+    cmd = args.eval_command
+    if cmd == "zeroshot":
+        from audiocl.eval.zeroshot import run_zeroshot
+
+        res, _ = run_zeroshot(
+            args.model, args.manifest, store=args.store, prompt=args.prompt, prompts_file=args.prompts_file,
+            classes_file=args.classes, split=args.split, audio_tower=args.audio_tower,
+            text_tower=args.text_tower, batch_size=args.batch_size,
+        )
+        summary = f"top1 {res['top1']:.4f}  top5 {res['top5']:.4f}  ({res['n_items']} items, {res['n_classes']} classes)"
+    elif cmd == "retrieval":
+        from audiocl.eval.retrieval import run_retrieval
+
+        res = run_retrieval(
+            args.model, args.manifest, store=args.store, split=args.split, speech=args.speech,
+            a2t_map_sorted=not args.laion_map_order, audio_tower=args.audio_tower,
+            text_tower=args.text_tower, batch_size=args.batch_size, chunk=args.chunk,
+        )
+        ta, at = res["text_to_audio"], res["audio_to_text"]
+        summary = (f"t2a R@1 {ta['R@1']:.4f} R@10 {ta['R@10']:.4f} mAP@10 {ta['mAP@10']:.4f} | "
+                   f"a2t R@1 {at['R@1']:.4f} R@10 {at['R@10']:.4f} mAP@10 {at['mAP@10']:.4f}")
+    elif cmd == "multiway":
+        from audiocl.eval.embed import gather_embeddings
+        from audiocl.eval.multiway import multiway_all
+
+        emb, _, _, meta = gather_embeddings(
+            embeddings=args.embeddings, model_dir=args.model, manifest=args.manifest, store=args.store,
+            split=args.split, towers=args.towers, batch_size=args.batch_size,
+        )
+        res = {**multiway_all(emb, args.method, args.target), **meta}
+        summary = f"{args.method}: mean accuracy {res['accuracy_mean']:.4f} over targets {list(res['targets'])}"
+    elif cmd == "probe":
+        from audiocl.eval.probe import run_probe
+
+        res = run_probe(
+            embeddings=args.embeddings, model_dir=args.model, manifest=args.manifest, store=args.store,
+            split=args.split, tower=args.tower, k=args.k, use_folds=not args.ignore_folds, l2=args.l2,
+            seed=args.seed, batch_size=args.batch_size,
+        )
+        summary = f"accuracy {res['accuracy_mean']:.4f} +- {res['accuracy_std']:.4f} over {res['k']} folds"
+    elif cmd == "diagnostics":
+        from audiocl.eval.diagnostics import diagnostics
+        from audiocl.eval.embed import gather_embeddings
+
+        emb, labels, _, meta = gather_embeddings(
+            embeddings=args.embeddings, model_dir=args.model, manifest=args.manifest, store=args.store,
+            split=args.split, towers=args.towers, batch_size=args.batch_size,
+        )
+        res = {**diagnostics(emb, labels), **meta}
+        summary = "; ".join(f"{k}: gap {v['gap']:.4f} alignment {v['alignment']:.4f}" for k, v in res["pairs"].items())
+    else:  # argparse's choices make this unreachable
+        raise AssertionError(cmd)
+    json_path, md_path = write_results(res, args.out)
+    print(summary)
+    print(f"wrote {json_path} and {md_path}")
+    return 0

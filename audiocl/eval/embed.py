@@ -1,0 +1,266 @@
+"""Embedding manifest items for evaluation, deterministically.
+
+The same item always gives the same embedding: audio goes through the model's
+own front-end (``frontend.json``) with the deterministic long-audio rule of
+:mod:`audiocl.models.api` (clips longer than the model's clip length are cut
+into evenly spaced windows, embedded separately and averaged, then
+re-normalised; fusion models use crops seeded by the item id). Nothing here
+draws random numbers without a fixed key.
+
+Sources of audio, in order of preference:
+
+* a feature store holding waveforms (``--store`` made with ``--store-waveform``):
+  decoded from the store's FLAC shards;
+* a feature store holding log-mels only: its front-end must equal the model's
+  (same hash), the mel is windowed over frames the same way;
+* otherwise the audio files named by the manifest (``path``, ``start``,
+  ``duration``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from audiocl.errors import AudioclError
+
+__all__ = ["embed_items_audio", "embed_items_all_towers", "embed_strings", "gather_embeddings", "load_embeddings_npz"]
+
+
+def _group(seq: Sequence[Any], n: int) -> list[Sequence[Any]]:
+    return [seq[i : i + n] for i in range(0, len(seq), n)]
+
+
+def embed_items_audio(
+    model: Any,
+    items: Sequence[Any],
+    *,
+    store: str | os.PathLike | None = None,
+    tower: str | None = None,
+    batch_size: int = 16,
+    group: int = 64,
+) -> torch.Tensor:
+    """Embed the audio of manifest ``items`` (``AudioItem``): ``Tensor[N, d]`` on CPU."""
+    from audiocl.models import embed_waveforms
+
+    if not items:
+        raise AudioclError("no items to embed")
+    fe = getattr(model, "frontend", None)
+    if fe is None:
+        raise AudioclError("the model folder has no frontend.json; cannot embed audio")
+    if store is not None:
+        from audiocl.data.store import FeatureStore
+
+        fs = FeatureStore(store)
+        missing = [it.id for it in items if it.id not in fs]
+        if missing:
+            raise AudioclError(
+                f"{len(missing)} manifest item(s) are not in the store {store} (first: {missing[0]!r})"
+            )
+        if "waveform" in fs.kinds:
+            out = []
+            for sub in _group(list(items), group):
+                wavs = [np.asarray(fs.waveform(it.id), dtype=np.float32) for it in sub]
+                out.append(
+                    embed_waveforms(model, wavs, fs.sample_rate, batch_size=batch_size, tower=tower,
+                                    keys=[it.id for it in sub])
+                )
+            return torch.cat(out)
+        return _embed_store_logmel(model, fs, [it.id for it in items], tower=tower, batch_size=batch_size)
+
+    from audiocl.audio.io import load_mono
+
+    out = []
+    for sub in _group(list(items), group):
+        wavs = [
+            load_mono(it.path, fe.sample_rate, start=float(it.start or 0.0), duration=it.duration)
+            for it in sub
+        ]
+        out.append(
+            embed_waveforms(model, wavs, fe.sample_rate, batch_size=batch_size, tower=tower,
+                            keys=[it.id for it in sub])
+        )
+    return torch.cat(out)
+
+
+def _embed_store_logmel(model: Any, fs: Any, ids: Sequence[str], *, tower: str | None, batch_size: int) -> torch.Tensor:
+    from audiocl.audio.frontend import log_floor, parse_length_policy
+    from audiocl.audio.length import apply_length_policy_frames
+    from audiocl.models.api import window_starts
+
+    fe = model.frontend
+    if fs.config.hash() != fe.hash():
+        raise AudioclError(
+            "the store's front-end differs from the model's (frontend.json); "
+            "re-extract with the model's front-end or evaluate from the audio files (omit --store)"
+        )
+    if fe.fusion:
+        raise AudioclError("fusion models need waveforms: use a store with waveforms or omit --store")
+    target = fe.clip_frames
+    pad_policy, _ = parse_length_policy(fe.length_policy)
+    floor = log_floor(fe)
+    pieces: list[np.ndarray] = []
+    lengths: list[int] = []
+    owner: list[int] = []
+    for i, item_id in enumerate(ids):
+        mel = np.asarray(fs[item_id], dtype=np.float32)
+        if target is None:
+            pieces.append(mel)
+            lengths.append(mel.shape[0])
+            owner.append(i)
+        elif mel.shape[0] <= target:
+            pieces.append(apply_length_policy_frames(mel, target, pad_policy, pad_value=floor))
+            lengths.append(target if pad_policy != "pad" else mel.shape[0])
+            owner.append(i)
+        else:
+            for s in window_starts(mel.shape[0], target):
+                pieces.append(mel[s : s + target])
+                lengths.append(target)
+                owner.append(i)
+    embs = []
+    for b in range(0, len(pieces), batch_size):
+        chunk = pieces[b : b + batch_size]
+        n = max(p.shape[0] for p in chunk)
+        feats = torch.full((len(chunk), n, chunk[0].shape[1]), floor, dtype=torch.float32)
+        for j, p in enumerate(chunk):
+            feats[j, : p.shape[0]] = torch.from_numpy(np.ascontiguousarray(p))
+        lens = torch.tensor(lengths[b : b + batch_size], dtype=torch.long)
+        embs.append(model.embed_audio(feats, lens, tower).float().cpu())
+    emb = torch.cat(embs)
+    owner_t = torch.tensor(owner, dtype=torch.long)
+    summed = torch.zeros(len(ids), emb.shape[1]).index_add_(0, owner_t, emb)
+    counts = torch.bincount(owner_t, minlength=len(ids)).clamp_min(1).unsqueeze(1)
+    return F.normalize(summed / counts, dim=-1)
+
+
+def embed_strings(model: Any, texts: Sequence[str], *, tower: str | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Embed strings with the model's text tower: ``Tensor[N, d]`` on CPU, unit rows."""
+    from audiocl.models import embed_texts
+
+    if not texts:
+        raise AudioclError("no texts to embed")
+    return F.normalize(embed_texts(model, list(texts), batch_size=batch_size, tower=tower), dim=-1)
+
+
+def embed_items_all_towers(
+    model: Any,
+    items: Sequence[Any],
+    *,
+    store: str | os.PathLike | None = None,
+    towers: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> dict[str, torch.Tensor]:
+    """Embeddings of every tower (or ``towers``) for the same items: ``{name: [N, d]}``.
+
+    Audio/speech towers embed the item's audio; text towers its first text;
+    vector towers the numbers in ``item.custom[<tower input key>]`` (a list,
+    or a ``.npy`` path relative to the working folder).
+    """
+    names = list(towers) if towers else list(model.towers.keys())
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name not in model.towers:
+            raise AudioclError(f"no tower named '{name}'; towers: {list(model.towers.keys())}")
+        mod = model.towers[name].modality
+        if mod in ("audio", "speech"):
+            out[name] = embed_items_audio(model, items, store=store, tower=name, batch_size=batch_size)
+        elif mod == "text":
+            missing = [it.id for it in items if not it.texts]
+            if missing:
+                raise AudioclError(f"{len(missing)} item(s) have no text for tower '{name}' (first: {missing[0]!r})")
+            out[name] = embed_strings(model, [it.texts[0] for it in items], tower=name)
+        else:
+            key = model.input_key(name)
+            rows = []
+            for it in items:
+                v = it.custom.get(key)
+                if v is None:
+                    raise AudioclError(f"item {it.id!r} has no field '{key}' for vector tower '{name}'")
+                arr = np.load(v) if isinstance(v, str) else np.asarray(v, dtype=np.float32)
+                rows.append(torch.as_tensor(np.asarray(arr, dtype=np.float32)))
+            x = torch.stack(rows)
+            was = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    embs = [model.encode(name, x[i : i + 256]) for i in range(0, x.shape[0], 256)]
+            finally:
+                model.train(was)
+            out[name] = F.normalize(torch.cat(embs).float().cpu(), dim=-1)
+    return out
+
+
+def load_embeddings_npz(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str] | None, list[Any] | None]:
+    """Precomputed embeddings: an ``.npz`` with one ``[N, d]`` float array per modality
+    and optional ``labels`` (``[N]`` strings) and ``fold`` (``[N]``) arrays."""
+    from audiocl.errors import InputError
+
+    p = str(path)
+    try:
+        data = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(p, "embeddings file not found") from None
+    except (ValueError, OSError) as e:
+        raise InputError(p, f"not a readable .npz without pickles: {e}") from None
+    emb: dict[str, torch.Tensor] = {}
+    labels = folds = None
+    for key in data.files:
+        arr = data[key]
+        if key == "labels":
+            labels = [str(v) for v in arr.tolist()]
+        elif key == "fold":
+            folds = arr.tolist()
+        else:
+            if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+                raise InputError(p, f"array '{key}' must be a float [N, d] matrix, got {arr.dtype} {arr.shape}", field=key)
+            emb[key] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+    if not emb:
+        raise InputError(p, "no embedding arrays in file")
+    return emb, labels, folds
+
+
+def gather_embeddings(
+    *,
+    embeddings: str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
+    split: str | None = None,
+    towers: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> tuple[dict[str, torch.Tensor], list[str] | None, list[Any] | None, dict[str, Any]]:
+    """Embeddings for multiway/probe/diagnostics from an ``.npz`` or from a model + manifest.
+
+    Returns ``(embeddings {name: [N, d]}, labels or None, folds or None, meta)``;
+    from a manifest, ``labels`` is each item's first label (None if any item
+    has none) and ``folds`` its ``custom["fold"]`` (None if any item has none).
+    """
+    if embeddings is not None:
+        if model_dir is not None or manifest is not None:
+            raise AudioclError("give --embeddings, or --model with --manifest, not both")
+        emb, labels, folds = load_embeddings_npz(embeddings)
+        if towers:
+            missing = [t for t in towers if t not in emb]
+            if missing:
+                raise AudioclError(f"{embeddings} has no array named {missing[0]!r}; arrays: {list(emb)}")
+            emb = {t: emb[t] for t in towers}
+        return emb, labels, folds, {"embeddings": str(embeddings)}
+    if model_dir is None or manifest is None:
+        raise AudioclError("give --embeddings FILE.npz, or --model DIR with --manifest FILE")
+    from audiocl.data.manifest import read_manifest
+    from audiocl.models import load_model
+
+    items = [it for it in read_manifest(manifest) if split is None or it.split == split]
+    if not items:
+        raise AudioclError(f"no items in {manifest}" + (f" with split {split!r}" if split else ""))
+    model = load_model(model_dir)
+    emb = embed_items_all_towers(model, items, store=store, towers=towers, batch_size=batch_size)
+    labels = [it.labels[0] for it in items] if all(it.labels for it in items) else None
+    folds = [it.custom.get("fold") for it in items]
+    meta = {"model": str(model_dir), "manifest": str(manifest), "split": split}
+    return emb, labels, (folds if all(f is not None for f in folds) else None), meta
