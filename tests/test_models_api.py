@@ -1,0 +1,129 @@
+"""embed_audio_files / embed_waveforms / embed_texts: the deterministic length policy."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from audiocl.audio.frontend import LogMel, get_preset  # noqa: E402
+from audiocl.errors import AudioclError  # noqa: E402
+from audiocl.models import (  # noqa: E402
+    MultiTowerModel,
+    embed_audio_files,
+    embed_texts,
+    embed_waveforms,
+    load_model,
+)
+from audiocl.models.api import window_starts  # noqa: E402
+
+torch.set_num_threads(1)
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def model() -> MultiTowerModel:
+    torch.manual_seed(0)
+    cfg = {
+        "embed_dim": 16,
+        "towers": {
+            "audio": {"modality": "audio", "encoder": {"type": "cnn", "variant": "cnn6", "channels": 8}},
+            "text": {"modality": "text", "encoder": {"type": "small_text", "d_model": 32, "layers": 1, "heads": 2}},
+        },
+    }
+    fe = get_preset("laion_clap", sample_rate=SR, f_max=8000.0, hop_length=160, clip_samples=SR, length_policy="repeatpad+trunc")
+    m = MultiTowerModel.from_config(cfg, frontend=fe)
+    # non-trivial BatchNorm statistics
+    m.train()
+    with torch.no_grad():
+        m({"audio": torch.randn(8, 100, 64) * 10 - 40})
+    return m.eval()
+
+
+def _direct(model: MultiTowerModel, windows: list[np.ndarray]) -> torch.Tensor:
+    """Independent path: LogMel on each exact window, tower, mean, normalise."""
+    lm = LogMel(model.frontend)
+    with torch.no_grad():
+        mels = torch.stack([lm(torch.from_numpy(w.astype(np.float32))) for w in windows])
+        e = model.towers.audio(mels)
+    return torch.nn.functional.normalize(e.mean(0), dim=0)
+
+
+def test_window_starts_cover_evenly():
+    assert window_starts(100, 100) == [0]
+    assert window_starts(50, 100) == [0]
+    assert window_starts(250, 100) == [0, 75, 150]
+    assert window_starts(201, 100) == [0, 50, 101]
+
+
+def test_long_clip_is_mean_of_even_windows(model):
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(int(2.5 * SR))).astype(np.float32)
+    got = embed_waveforms(model, [x], SR)[0]
+    starts = [0, int(0.75 * SR), int(1.5 * SR)]
+    expected = _direct(model, [x[s : s + SR] for s in starts])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_short_clip_is_repeat_padded(model):
+    rng = np.random.default_rng(1)
+    x = (0.1 * rng.standard_normal(int(0.3 * SR))).astype(np.float32)
+    got = embed_waveforms(model, [x], SR)[0]
+    padded = np.zeros(SR, dtype=np.float32)
+    padded[: 3 * x.size] = np.tile(x, 3)
+    torch.testing.assert_close(got, _direct(model, [padded]), atol=1e-5, rtol=0)
+
+
+def test_files_deterministic_batch_independent_and_resampled(model, tiny_wav_factory, shared_dir):
+    esc = sorted((shared_dir / "data" / "esc50-sample" / "audio").glob("*.wav"))[:3]
+    tone = tiny_wav_factory("tone.wav", seconds=0.7, sample_rate=8000)
+    paths = [*esc, tone]
+    a = embed_audio_files(model, paths, batch_size=2)
+    b = embed_audio_files(model, paths, batch_size=16)
+    assert a.shape == (4, 16)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(4))
+    single = embed_audio_files(model, [paths[1]])
+    torch.testing.assert_close(single[0], a[1], atol=1e-5, rtol=0)
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_saved_model_gives_same_file_embeddings(model, tiny_wav_factory, tmp_path):
+    p = tiny_wav_factory("x.flac", seconds=1.7, sample_rate=22050)
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.frontend.hash() == model.frontend.hash()
+    torch.testing.assert_close(embed_audio_files(loaded, [p]), embed_audio_files(model, [p]), atol=0, rtol=0)
+
+
+def test_texts_and_missing_frontend(model):
+    t = embed_texts(model, ["a dog", "ein Hund", "犬"])
+    assert t.shape == (3, 16)
+    bare = MultiTowerModel.from_config(model.config)
+    with pytest.raises(AudioclError, match="front-end"):
+        embed_waveforms(bare, [np.zeros(100, np.float32)], SR)
+    with pytest.raises(AudioclError, match="NaN"):
+        embed_waveforms(model, [np.full(100, np.nan, np.float32)], SR)
+
+
+def test_waveform_speech_tower(tmp_path, tiny_wav_factory):
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    w2v = Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+    )
+    Wav2Vec2Model(w2v).save_pretrained(str(tmp_path / "w2v"))
+    cfg = {"embed_dim": 8, "towers": {"speech": {"modality": "speech", "encoder": {"type": "hf_speech", "path": str(tmp_path / "w2v")}}}}
+    m = MultiTowerModel.from_config(cfg, frontend=get_preset("speech16k", clip_samples=SR))
+    p = tiny_wav_factory("s.wav", seconds=1.3, sample_rate=8000)
+    e = embed_audio_files(m, [p])
+    assert e.shape == (1, 8)
+    m.save_pretrained(tmp_path / "sm")
+    torch.testing.assert_close(embed_audio_files(load_model(tmp_path / "sm"), [p]), e, atol=1e-6, rtol=0)
