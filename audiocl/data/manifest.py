@@ -74,11 +74,17 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    # errors are one line; a whole caption list or blob pasted into one is unreadable
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_str(value: Any, name: str, *, optional: bool) -> str | None:
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        raise _ItemInvalid(f"expected a string, got {_type_name(value)} {value!r}", name)
+        raise _ItemInvalid(f"expected a string, got {_type_name(value)} {_short(value)}", name)
     return value
 
 
@@ -87,12 +93,12 @@ def _check_number(value: Any, name: str, *, optional: bool, minimum: float) -> f
         return None
     # bool is an int subclass; true/false in a duration field is a mistake
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _ItemInvalid(f"expected a number, got {_type_name(value)} {value!r}", name)
+        raise _ItemInvalid(f"expected a number, got {_type_name(value)} {_short(value)}", name)
     value = float(value)
     if not math.isfinite(value):
-        raise _ItemInvalid(f"must be finite, got {value!r}", name)
+        raise _ItemInvalid(f"must be finite, got {_short(value)}", name)
     if value < minimum:
-        raise _ItemInvalid(f"must be >= {minimum:g}, got {value!r}", name)
+        raise _ItemInvalid(f"must be >= {minimum:g}, got {_short(value)}", name)
     return value
 
 
@@ -100,14 +106,14 @@ def _check_int(value: Any, name: str, *, minimum: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _ItemInvalid(f"expected an integer, got bool {value!r}", name)
+        raise _ItemInvalid(f"expected an integer, got bool {_short(value)}", name)
     # tools such as pandas write 16000.0 for integer columns; accept those exactly
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int):
-        raise _ItemInvalid(f"expected an integer, got {_type_name(value)} {value!r}", name)
+        raise _ItemInvalid(f"expected an integer, got {_type_name(value)} {_short(value)}", name)
     if value < minimum:
-        raise _ItemInvalid(f"must be >= {minimum}, got {value!r}", name)
+        raise _ItemInvalid(f"must be >= {minimum}, got {_short(value)}", name)
     return value
 
 
@@ -116,11 +122,11 @@ def _check_str_list(value: Any, name: str) -> list[str]:
         return []
     if not isinstance(value, list):
         raise _ItemInvalid(
-            f"expected a list of strings, got {_type_name(value)} {value!r}", name
+            f"expected a list of strings, got {_type_name(value)} {_short(value)}", name
         )
     for i, v in enumerate(value):
         if not isinstance(v, str):
-            raise _ItemInvalid(f"expected a string, got {_type_name(v)} {v!r}", f"{name}[{i}]")
+            raise _ItemInvalid(f"expected a string, got {_type_name(v)} {_short(v)}", f"{name}[{i}]")
     return list(value)
 
 
