@@ -385,6 +385,13 @@ class Trainer:
             raise NonFiniteError(f"{msg}; {self.skipped_in_row} steps in a row skipped, stopping")
 
     # ----------------------------------------------------------------- step
+    def _undo_step(self, saved_buffers: list[Tensor] | None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if saved_buffers is not None:
+            with torch.no_grad():
+                for b, old in zip(self.model.buffers(), saved_buffers):
+                    b.copy_(old)
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, Any] | None:
         """One optimiser step on this rank's part of a global batch."""
         self.ddp.train()
@@ -392,6 +399,10 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        # a skipped step must not leave NaN in BatchNorm running statistics
+        saved_buffers = (
+            [b.detach().clone() for b in self.model.buffers()] if self.cfg.train.on_nan == "skip" else None
+        )
         key = (self.cfg.train.seed, self.epoch, self.batch_in_epoch)
         inputs = to_device(self.train_data.to_inputs(batch, key), self.device)
         batch_dev = to_device(batch, self.device)
@@ -403,14 +414,14 @@ class Trainer:
         )  # fmt: skip
         loss = float(out.loss)
         if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
+            self._undo_step(saved_buffers)
             self._non_finite("loss", loss)
             return None
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.cfg.train.grad_clip if self.cfg.train.grad_clip is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not math.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
+            self._undo_step(saved_buffers)
             self._non_finite("gradient norm", grad_norm)
             return None
         self.optimizer.step()
