@@ -139,6 +139,10 @@ class HFTextEncoder(nn.Module):
             self.model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
         else:
             self.model = AutoModel.from_config(config)
+        if p.pooling != "pooler" and isinstance(getattr(self.model, "pooler", None), nn.Module):
+            # an unused pooler leaves parameters without gradients, which DDP
+            # rejects (and it costs a matmul per batch): drop it
+            self.model.pooler = None
         tok_dir = p.tokenizer_path or (str(path) if path is not None else None)
         self.tokenizer = None
         if tok_dir is not None:
