@@ -33,7 +33,7 @@ def full_item(i: int = 0, path: str = "/data/a.wav") -> AudioItem:
         start=1.5,
         duration=2.25,
         sampling_rate=16000,
-        num_samples=48000,
+        num_samples=64000,
         channels=2,
         texts=["a dog barks", "ein Hund bellt ü"],
         labels=["dog", "animal"],
@@ -175,6 +175,10 @@ def test_read_is_lazy_bad_line_only_raises_when_reached(tmp_path: Path) -> None:
         ({"id": "a", "path": "/a.wav", "texts": ["ok", 3]}, "texts[1]", "expected a string"),
         ({"id": "a", "path": "/a.wav", "labels": {"dog": 1}}, "labels", "list of strings"),
         ({"id": "a", "path": "/a.wav", "split": 1}, "split", "expected a string"),
+        ({"id": "a", "path": "/a.wav", "sampling_rate": 100, "num_samples": 500, "start": 4.0,
+          "duration": 1.5}, "duration", "past the file's end"),
+        ({"id": "a", "path": "/a.wav", "sampling_rate": 100, "num_samples": 500, "start": 6.0},
+         "start", "past the file's end"),
         ({"id": "a", "path": "/a.wav", "custom": [1]}, "custom", "object"),
         ({"id": "a", "path": "/a.wav", "fold": 1, "custom": {"fold": 2}}, "fold", "both"),
     ],
@@ -192,6 +196,12 @@ def test_bad_line_names_file_line_and_field(
     assert (e.path, e.line, e.field) == (str(m), 3, field)  # blank line 2 still counts
     assert fragment in str(e)
     assert str(e).startswith(f"{m}:3: field '{field}'")
+
+
+def test_segment_within_file_is_accepted() -> None:
+    d = {"id": "a", "path": "/a.wav", "sampling_rate": 100, "num_samples": 500}
+    assert AudioItem.from_dict(d | {"start": 4.0, "duration": 1.0}).end == 5.0
+    assert AudioItem.from_dict(d | {"start": 4.0, "duration": 1.04}).duration == 1.04  # tolerance
 
 
 def test_integral_float_sampling_rate_is_accepted(tmp_path: Path) -> None:

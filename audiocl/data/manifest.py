@@ -59,6 +59,9 @@ CORE_FIELDS: tuple[str, ...] = (
 )
 _RESERVED = frozenset(CORE_FIELDS) | {"custom"}
 _GZIP_MAGIC = b"\x1f\x8b"
+# how far a segment may run past the probed end of its file: MP3 headers give
+# approximate lengths (encoder delay and padding are ~1-2 frames of 1152 samples)
+SEGMENT_TOLERANCE_S = 0.05
 
 
 class _ItemInvalid(Exception):
@@ -241,13 +244,26 @@ def _build(v: dict[str, Any], custom: Any) -> AudioItem:
             if key in _RESERVED:
                 raise _ItemInvalid(f"'{key}' is a core field and cannot be in custom", key)
     start = v.get("start")
+    start = 0.0 if start is None else _check_number(start, "start", optional=False, minimum=0.0)
+    duration = _check_number(v.get("duration"), "duration", optional=True, minimum=0.0)
+    sampling_rate = _check_int(v.get("sampling_rate"), "sampling_rate", minimum=1)
+    num_samples = _check_int(v.get("num_samples"), "num_samples", minimum=0)
+    if sampling_rate and num_samples is not None:
+        file_s = num_samples / sampling_rate
+        if start > file_s + SEGMENT_TOLERANCE_S:
+            raise _ItemInvalid(f"starts at {start:g} s, past the file's end ({file_s:g} s)", "start")
+        if duration is not None and start + duration > file_s + SEGMENT_TOLERANCE_S:
+            raise _ItemInvalid(
+                f"segment {start:g}+{duration:g} s ends past the file's end ({file_s:g} s)",
+                "duration",
+            )
     return AudioItem(
         id=ident,
         path=path,
-        start=0.0 if start is None else _check_number(start, "start", optional=False, minimum=0.0),
-        duration=_check_number(v.get("duration"), "duration", optional=True, minimum=0.0),
-        sampling_rate=_check_int(v.get("sampling_rate"), "sampling_rate", minimum=1),
-        num_samples=_check_int(v.get("num_samples"), "num_samples", minimum=0),
+        start=start,
+        duration=duration,
+        sampling_rate=sampling_rate,
+        num_samples=num_samples,
         channels=_check_int(v.get("channels"), "channels", minimum=1),
         texts=_check_str_list(v.get("texts"), "texts"),
         labels=_check_str_list(v.get("labels"), "labels"),
