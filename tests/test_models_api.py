@@ -127,3 +127,38 @@ def test_waveform_speech_tower(tmp_path, tiny_wav_factory):
     assert e.shape == (1, 8)
     m.save_pretrained(tmp_path / "sm")
     torch.testing.assert_close(embed_audio_files(load_model(tmp_path / "sm"), [p]), e, atol=1e-6, rtol=0)
+
+
+def test_fusion_frontend_feeds_four_views(tiny_wav_factory):
+    torch.manual_seed(0)
+    cfg = {
+        "embed_dim": 8,
+        "towers": {
+            "audio": {
+                "modality": "audio",
+                "encoder": {"type": "htsat", "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2],
+                            "window_size": 4, "spec_size": 64, "n_mels": 16, "enable_fusion": True},
+            }
+        },
+    }
+    fe = get_preset("speech16k", n_mels=16, clip_samples=SR, fusion=True)
+    m = MultiTowerModel.from_config(cfg, frontend=fe).eval()
+    long_p = tiny_wav_factory("long.wav", seconds=3.2, sample_rate=SR, freq=300.0)
+    short_p = tiny_wav_factory("short.wav", seconds=0.4, sample_rate=SR, freq=300.0)
+    e = embed_audio_files(m, [long_p, short_p])
+    assert e.shape == (2, 8)
+    torch.testing.assert_close(embed_audio_files(m, [long_p]), e[:1], atol=1e-6, rtol=0)
+    # the long clip really takes the fusion branch: its local crops change the output
+    from audiocl.audio.frontend import compute_logmel, log_floor
+    from audiocl.audio.io import load_mono
+    from audiocl.audio.length import fusion_views
+
+    mel = compute_logmel(load_mono(long_p, SR), fe)
+    views, is_longer = fusion_views(mel, fe.clip_frames, key=str(long_p), pad_value=log_floor(fe))
+    assert is_longer
+    x = torch.from_numpy(np.ascontiguousarray(views))[None]
+    with torch.no_grad():
+        fused = m.towers.audio({"features": x, "is_longer": torch.tensor([True])})
+        global_only = m.towers.audio({"features": x, "is_longer": torch.tensor([False])})
+    torch.testing.assert_close(fused[0], e[0], atol=1e-5, rtol=0)
+    assert not torch.allclose(fused, global_only)
