@@ -392,7 +392,10 @@ class LogMel(torch.nn.Module):
         of pure-tone frames are redone.
         """
         energy = frames.square().sum(-1, keepdim=True)
-        risky = (m.clamp_min(self.cfg.amin) < self.REFINE_TAU * energy).any(-1)
+        level = m.clamp_min(self.cfg.amin)
+        if self.cfg.power == 1.0:
+            level = level.square()  # compare in power units
+        risky = (level < self.REFINE_TAU * energy).any(-1)
         if not bool(risky.any()):
             return
         bi, fi = risky.nonzero(as_tuple=True)
