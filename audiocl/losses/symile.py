@@ -47,8 +47,9 @@ from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
 from audiocl.losses._common import as_scale, check_same_shape, get_embeddings, get_logit_scale
 
-#: elements of one chunk's [C, R, N] logits block (64 MB in float32).
-CHUNK_ELEMENTS = 1 << 24
+#: elements of one chunk's [C, R, N] logits block (8 MB in float32): small enough to
+#: stay in cache-friendly sizes, large enough for efficient matmuls.
+CHUNK_ELEMENTS = 1 << 21
 
 
 def mip(xs: Sequence[Tensor]) -> Tensor:
@@ -67,6 +68,15 @@ def _tuple_products(xs: Sequence[Tensor], d: int, like: Tensor) -> Tensor:
     return p
 
 
+#: a partial sum of exponentials below this (or a rescaling factor above its
+#: inverse) sends a chunk to the exact per-anchor log-sum-exp path.
+_TINY = 1e-30
+_LOG_HUGE = 69.0  # ~ -log(_TINY)
+#: problems whose whole logit tensor has at most this many elements (64 MB in float32)
+#: keep the exponentials between the two passes instead of recomputing them.
+STORE_ELEMENTS = 1 << 24
+
+
 class _SymileAllAnchorsLSE(torch.autograd.Function):
     """``sum_m sum_i lse_m[i]`` for every anchor m, from one shared logit tensor.
 
@@ -74,13 +84,21 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
     modalities) and z = x_{M-1} [N, d], the logit tensor
     ``T[i, r, k] = t * sum_d a[i,d] P[r,d] z[k,d]`` is the same for every choice
     of anchor; anchor m's log-sum-exp for its row i_m reduces T over all other
-    indices. Two passes over chunks of i: the first computes the T block once and
-    the anchors' log-sum-exps (anchor 0 directly, the others as per-chunk partial
-    log-sum-exps combined at the end); the second recomputes the block and
-    forms ``W = sum_m softmax_m(T)``, the gradient of the output with respect to
-    T, from which the input gradients are three matmuls. The output is a scalar,
-    so its incoming gradient is one number and the input gradients are computed
-    here and only scaled in ``backward``. Not twice differentiable.
+    indices. Two passes over chunks of rows i:
+
+    1. ``E = exp(T - c)`` with c the chunk's maximum (one exp), then the partial
+       log-sum-exps of every anchor are ``c + log(sum of E over the other
+       indices)`` (plain sums, combined over chunks at the end).
+    2. The gradient of the output with respect to T is
+       ``W = sum_m exp(T - lse_m[i_m]) = E * sum_m exp(c - lse_m[i_m])`` (again
+       one exp); the input gradients follow from ``W @ z`` and ``W^T @ Q``.
+
+    When a sum of E underflows (below 1e-30) or a factor exp(c - lse) would
+    exceed 1e30 (large temperatures), that chunk is computed with an exact
+    per-anchor log-sum-exp instead, so the result never loses accuracy. The
+    output is a scalar, so its incoming gradient is one number: the input
+    gradients are computed here and only scaled in ``backward``. Not twice
+    differentiable.
     """
 
     @staticmethod
@@ -88,29 +106,42 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
         need = ctx.needs_input_grad
         n, d = a.shape
         R, N = P.shape[0], z.shape[0]
-        mid_shape = (N,) * n_mid
+        view = (N,) * n_mid + (N,)  # the [R, N] part of a block, one dim per non-anchor
         zT = z.T
 
         def block(s: int) -> tuple[Tensor, Tensor, Tensor]:
             A = a[s : s + chunk]
             Q = (A[:, None, :] * P[None, :, :]).reshape(A.shape[0] * R, d)
-            raw = (Q @ zT).view(A.shape[0], R, N)
-            return A, Q, raw
+            T = (Q @ zT).view(A.shape[0], *view).mul_(t)
+            return A, Q, T
 
-        starts = range(0, n, chunk)
+        def other_dims(k: int, ndim: int) -> list[int]:
+            return [x for x in range(ndim) if x != k]
+
+        starts = list(range(0, n, chunk))
+        # Small problems keep pass 1's exponentials for pass 2 instead of recomputing them.
+        keep = [] if n * R * N <= STORE_ELEMENTS and any(need[:4]) else None
         lse0 = a.new_empty(n)
         partial: list[list[Tensor]] = [[] for _ in range(n_mid + 1)]
         for s in starts:
-            A, _, raw = block(s)
-            T = raw.mul_(t)
+            A, _, T = block(s)
             C = A.shape[0]
-            lse0[s : s + C] = torch.logsumexp(T.view(C, R * N), dim=1)
-            Tm = T.view(C, *mid_shape, N)
-            dims = list(range(Tm.dim()))
+            c = T.max()
+            E = T.sub(c).exp_()
+            sums = [E.sum(dim=other_dims(0, E.dim()))]
+            sums += [E.sum(dim=other_dims(k + 1, E.dim())) for k in range(n_mid + 1)]
+            if min(float(x.min()) for x in sums) >= _TINY:
+                parts = [c + x.log() for x in sums]
+                if keep is not None:
+                    keep.append((c, E))
+            else:  # exact, per anchor
+                parts = [torch.logsumexp(T, dim=other_dims(k, T.dim())) for k in range(n_mid + 2)]
+                if keep is not None:
+                    keep.append(None)
+            lse0[s : s + C] = parts[0]
             for k in range(n_mid + 1):
-                keep = k + 1  # dim of the middle modality k (the last one for k = n_mid)
-                partial[k].append(torch.logsumexp(Tm, dim=[x for x in dims if x != keep]))
-            del T, Tm, raw
+                partial[k].append(parts[k + 1])
+            del T, E
         lse_rest = [torch.logsumexp(torch.stack(p), dim=0) for p in partial]  # each [N]
         total = lse0.sum() + sum(x.sum() for x in lse_rest)
 
@@ -119,30 +150,54 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
         gz = torch.zeros_like(z) if need[2] else None
         gt = a.new_zeros(()) if need[3] else None
         if any(need[:4]):
-            for s in starts:
-                A, Q, raw = block(s)
+            for ci, s in enumerate(starts):
+                stored = keep[ci] if keep is not None else None
+                if stored is not None:
+                    keep[ci] = None
+                    A = a[s : s + chunk]
+                    Q = (A[:, None, :] * P[None, :, :]).reshape(A.shape[0] * R, d)
+                    c, T = stored
+                else:
+                    A, Q, T = block(s)
+                    c = T.max()
                 C = A.shape[0]
-                T = raw * t
-                W = (T - lse0[s : s + C, None, None]).exp_()
-                Wm, Tm = W.view(C, *mid_shape, N), T.view(C, *mid_shape, N)
-                for k, lse in enumerate(lse_rest):
-                    shape = [1] * Wm.dim()
-                    shape[k + 1] = N
-                    Wm += (Tm - lse.view(shape)).exp_()
-                del T, Tm
-                if gt is not None:
-                    gt = gt + (W * raw).sum()
-                del raw
+                lses = [lse0[s : s + C], *lse_rest]
+                logf = [c - x for x in lses]
+                fast = max(float(x.max()) for x in logf) <= _LOG_HUGE
+                if stored is not None and not fast:  # rare: recompute the logits exactly
+                    del T
+                    A, Q, T = block(s)
+                    stored = None
+                if fast:
+                    W = T if stored is not None else T.sub_(c).exp_()
+                    F_ = None
+                    for k, lf in enumerate(logf):
+                        shape = [1] * W.dim()
+                        shape[k] = lf.shape[0]
+                        f = lf.exp().view(shape)
+                        F_ = f if F_ is None else F_ + f
+                    W.mul_(F_)
+                    del F_
+                else:  # exact, per anchor
+                    W = torch.zeros_like(T)
+                    for k, lse in enumerate(lses):
+                        shape = [1] * T.dim()
+                        shape[k] = lse.shape[0]
+                        W += (T - lse.view(shape)).exp_()
+                del T
                 W2 = W.view(C * R, N)
-                if ga is not None or gP is not None:
-                    WZ = (W2 @ z).view(C, R, d)
-                    if ga is not None:
-                        ga[s : s + C] = torch.einsum("crd,rd->cd", WZ, P) * t
-                    if gP is not None:
-                        gP += torch.einsum("crd,cd->rd", WZ, A) * t
-                    del WZ
+                WZ = (W2 @ z).view(C, R, d)
+                if ga is not None:
+                    ga[s : s + C] = (WZ * P[None]).sum(1).mul_(t)
+                if gP is not None:
+                    gP += (WZ * A[:, None, :]).sum(0).mul_(t)
+                if gt is not None:
+                    # sum W * raw logits = sum_(i,r),d Q * (W @ z): no need to keep the logits
+                    gt = gt + (WZ.view(C * R, d) * Q).sum()
+                del WZ
                 if gz is not None:
-                    gz += (W2.T @ Q) * t
+                    gz += (W2.T @ Q).mul_(t)
+                del W, W2
         ctx.has = tuple(g is not None for g in (ga, gP, gz, gt))
         ctx.save_for_backward(*(g if g is not None else a.new_zeros(()) for g in (ga, gP, gz, gt)))
         return total
