@@ -236,7 +236,10 @@ def test_save_load_round_trip_cnn_minilm(clap, tmp_path):
     assert loaded.frontend == clap.frontend
     assert loaded.prompts == clap.prompts
     assert not loaded.training
-    inputs = {"audio": torch.randn(2, 90, 64), "audio_lengths": torch.tensor([90, 41]), "text": ["x y", "zz"]}
+    assert saved_cfg["towers"]["text"]["encoder"]["max_length"] == 256
+    # a text longer than 256 tokens is truncated the same way after loading
+    long_text = " ".join(f"word{i}" for i in range(400))
+    inputs = {"audio": torch.randn(2, 90, 64), "audio_lengths": torch.tensor([90, 41]), "text": ["x y", long_text]}
     _same_outputs(clap, loaded, inputs)
     # saving over an existing folder replaces it atomically
     clap.save_pretrained(out)

@@ -186,7 +186,14 @@ class HFTextEncoder(nn.Module):
         self.model.config.save_pretrained(str(folder))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(folder))
-        return {"path": rel, "tokenizer_path": None, "hf_config": None, "pretrained": False}
+        # max_length is pinned: the copied folder lacks sentence_bert_config.json
+        return {
+            "path": rel,
+            "tokenizer_path": None,
+            "hf_config": None,
+            "pretrained": False,
+            "max_length": self.max_length,
+        }
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
         if self.tokenizer is None:
