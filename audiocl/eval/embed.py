@@ -108,7 +108,7 @@ def _embed_store_logmel(model: Any, fs: Any, ids: Sequence[str], *, tower: str |
     lengths: list[int] = []
     owner: list[int] = []
     for i, item_id in enumerate(ids):
-        mel = np.asarray(fs[item_id], dtype=np.float32)
+        mel = np.array(fs[item_id], dtype=np.float32)  # a copy: store views are read-only
         if target is None:
             pieces.append(mel)
             lengths.append(mel.shape[0])
