@@ -158,6 +158,9 @@ def test_frozen_cache_reuses_and_matches_uncached(clap):
     with torch.no_grad():
         direct = tower.encoder(texts)
     torch.testing.assert_close(first, direct, rtol=0, atol=1e-6)
+    # loading weights (e.g. resuming) invalidates the cache
+    clap.load_state_dict(clap.state_dict())
+    assert len(tower.cache) == 0
 
 
 def test_cache_with_ids_on_tensor_input():

@@ -56,7 +56,8 @@ class FrozenEmbeddingCache:
     detached ``Tensor[d]`` stored on CPU, so the cache costs host memory
     ``n_unique * d * 4`` bytes, not accelerator memory. Valid only while the
     encoder does not change: a frozen encoder in eval mode is deterministic.
-    Not saved with the model; call :meth:`clear` after loading new weights.
+    Not saved with the model; a tower clears its cache whenever weights are
+    loaded into it (``load_state_dict``).
     """
 
     def __init__(self, max_items: int | None = None):
@@ -141,6 +142,12 @@ class Tower(nn.Module):
             self.freeze()
             if cfg.cache:
                 self.cache = FrozenEmbeddingCache()
+                # new weights make cached outputs stale: drop them on any load
+                self._register_load_state_dict_pre_hook(self._clear_cache_hook)
+
+    def _clear_cache_hook(self, *args: Any, **kwargs: Any) -> None:
+        if self.cache is not None:
+            self.cache.clear()
 
     def freeze(self) -> None:
         """Freeze the encoder (LiT): no gradients, eval mode from now on."""
