@@ -17,6 +17,7 @@ from audiocl.models import (  # noqa: E402
     ModelConfig,
     MultiTowerModel,
     load_model,
+    load_model_config,
 )
 from audiocl.models.encoders.hf_text import default_text_model_dir  # noqa: E402
 
@@ -291,3 +292,23 @@ def test_embed_text_and_audio_eval_no_grad(clap):
     clap.eval()
     x = torch.randn(3, 70, 64)
     torch.testing.assert_close(clap.embed_audio(x, batch_size=1), clap.embed_audio(x, batch_size=3), atol=1e-6, rtol=0)
+
+
+def test_named_configs_build():
+    from audiocl.models.config import named_configs
+
+    names = named_configs()
+    assert "clap-cnn10-tiny-minilm" in names and len(names) >= 4
+    from audiocl.models.encoders.base import parse_params
+
+    for name in names:
+        cfg = load_model_config(name)
+        for tname, tower in cfg.towers.items():
+            parse_params(tower.encoder, f"{name}: {tname}")  # every encoder parameter is valid
+    with pytest.raises(AudioclError, match="shipped config"):
+        load_model_config("no-such-model")
+    m = MultiTowerModel.from_config("clap-cnn10-tiny-bytes")
+    n_audio = sum(p.numel() for p in m.towers.audio.encoder.parameters())
+    assert 200_000 < n_audio < 500_000
+    out = m({"audio": torch.randn(2, 100, 64), "text": ["un chien", "雨"]})
+    assert out["embeddings"]["audio"].shape == (2, 256)

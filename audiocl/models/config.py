@@ -193,10 +193,27 @@ class ModelConfig(_Strict):
         return cls.from_dict(d, source=str(p))
 
 
+NAMED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def named_configs() -> list[str]:
+    """Names of the model configs shipped with audiocl (``audiocl/models/configs``)."""
+    return sorted(p.stem for p in NAMED_CONFIG_DIR.glob("*.yaml"))
+
+
 def load_model_config(cfg: ModelConfig | dict[str, Any] | str | Path) -> ModelConfig:
-    """Accept a ModelConfig, a dict, or a path to a YAML/JSON file."""
+    """Accept a ModelConfig, a dict, a path to a YAML/JSON file, or a shipped
+    config's name (see :func:`named_configs`), e.g. ``"clap-cnn10-tiny-minilm"``."""
     if isinstance(cfg, ModelConfig):
         return cfg
     if isinstance(cfg, dict):
         return ModelConfig.from_dict(cfg)
-    return ModelConfig.from_file(cfg)
+    p = Path(cfg)
+    if not p.exists() and isinstance(cfg, str) and "/" not in cfg and not p.suffix:
+        named = NAMED_CONFIG_DIR / f"{cfg}.yaml"
+        if not named.is_file():
+            raise AudioclError(
+                f"model config '{cfg}' is neither a file nor a shipped config ({', '.join(named_configs())})"
+            )
+        p = named
+    return ModelConfig.from_file(p)
