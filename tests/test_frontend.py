@@ -231,6 +231,10 @@ def test_unknown_keys_presets_and_bad_values() -> None:
     d["hash"] = "0" * 64
     with pytest.raises(AudioclError, match="hash"):
         FrontendConfig.from_dict(d)
+    # made with another resampler: parameters kept (a model still loads), warned
+    d = {**get_preset("laion_clap").describe(), "resampler": {"library": "soxr", "version": "0.1", "quality": "HQ"}}
+    with pytest.warns(UserWarning, match="resampler"):
+        assert FrontendConfig.from_dict(d) == get_preset("laion_clap")
 
 
 def test_hash_changes_with_every_parameter(monkeypatch) -> None:

@@ -11,8 +11,8 @@ made any other way.
     frames  = T // hop + 1                        (center=True: pad n_fft//2 each side)
     S[b,t,f] = |rfft(window * x_b[t*hop : t*hop + n_fft])[f]| ** power
     M[b,t,m] = sum_f S[b,t,f] * mel[f,m]
-    out      = 10/ (power/2) * log10(max(M, amin)) - same*log10(ref)   (log="db")
-             = ln(max(M, amin))                                    (log="log")
+    out      = (20 / power) * log10(max(M, amin) / ref)      (log="db")
+             = ln(max(M, amin) / ref)                         (log="log")
     optionally clipped below at max_b(out) - top_db (per clip)
 
 With the ``laion_clap`` preset this equals Hugging Face
@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,8 +146,11 @@ class FrontendConfig:
         """Build from a dict; unknown keys raise AudioclError naming them.
 
         A dict from :meth:`describe` (with ``format``/``resampler``/``hash``) is
-        accepted, and its hash must match what this installation computes, so a
-        config from another resampler version is refused rather than mixed.
+        accepted. When its resampler is this installation's, its hash must match
+        the parameters (an edited file is refused). When the resampler differs
+        (another soxr version), the parameters are kept and a warning is given:
+        ``hash()`` then differs from the stored one, which is how a feature store
+        tells features made elsewhere apart; a model still loads.
         """
         if not isinstance(d, dict):
             raise AudioclError(f"front-end config must be a mapping, got {type(d).__name__}")
@@ -158,10 +162,17 @@ class FrontendConfig:
                 f"known: {', '.join(sorted(names))}"
             )
         cfg = cls(**{k: v for k, v in d.items() if k in names})
-        if "hash" in d and d["hash"] != cfg.hash():
+        stored_resampler = d.get("resampler", RESAMPLER)
+        if stored_resampler != RESAMPLER:
+            warnings.warn(
+                f"front-end config was made with resampler {stored_resampler}, this installation "
+                f"has {RESAMPLER}; waveforms may differ slightly",
+                stacklevel=2,
+            )
+        elif "hash" in d and d["hash"] != cfg.hash():
             raise AudioclError(
-                "front-end config: stored hash does not match these parameters with this "
-                f"installation's resampler {RESAMPLER} (stored resampler: {d.get('resampler')})"
+                "front-end config: the stored hash does not match its parameters "
+                "(the file was edited or written by another audiocl version)"
             )
         return cfg
 
