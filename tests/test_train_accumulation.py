@@ -149,3 +149,28 @@ def test_batchnorm_running_stats_updated_once():
             ref({k: v[s : s + 16] for k, v in inputs.items()})
     for (name, b), (_, b_ref) in zip(model.named_buffers(), ref.named_buffers()):
         torch.testing.assert_close(b, b_ref, rtol=0, atol=1e-12, msg=name)
+
+
+def test_bf16_autocast_accumulation_close():
+    """Under bf16 autocast the cached path still matches the full batch (bf16 tolerance)."""
+    import contextlib
+
+    towers = {"audio": 12, "text": 10}
+    torch.manual_seed(4)
+    model = SmallMultiTower(towers)
+    loss_fn = build_loss("clip")
+    inputs = {k: v.float() for k, v in _data(64, towers, seed=9).items()}
+
+    def bf16() -> contextlib.AbstractContextManager:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    results = []
+    for micro in (None, 16):
+        model.zero_grad(set_to_none=True)
+        out = forward_backward(model, loss_fn, inputs, None, micro_batch_size=micro, autocast=bf16)
+        assert out.outputs["embeddings"]["audio"].dtype == torch.float32
+        results.append((out.loss.item(), _grads(model)))
+    (l1, g1), (l2, g2) = results
+    assert l1 == pytest.approx(l2, abs=2e-2)
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], rtol=5e-2, atol=5e-2)
