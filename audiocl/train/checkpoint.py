@@ -35,6 +35,7 @@ from audiocl.errors import AudioclError
 
 __all__ = [
     "NonFiniteError",
+    "best_files",
     "capture_rng",
     "find_latest",
     "list_checkpoints",
@@ -188,6 +189,16 @@ def checkpoint_files(
     for r, rng in rng_by_rank.items():
         files[f"rng_rank{r}.pt"] = _torch_bytes(rng)
     return files
+
+
+def best_files(model: nn.Module, meta: dict[str, Any]) -> dict[str, bytes]:
+    """Weights (safetensors) + ``meta.json`` for the best-so-far model folder."""
+    from safetensors.torch import save
+
+    tensors = model_tensors(model)
+    _check_finite_tree(tensors, "model")
+    plain = {k: v for k, v in meta.items() if isinstance(v, (int, float, str)) or v is None}
+    return {"model.safetensors": save(tensors), "meta.json": json.dumps(plain, indent=2).encode()}
 
 
 def save_checkpoint(

@@ -91,7 +91,7 @@ class ScheduleConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int | None = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="when set, wins over epochs")
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
@@ -212,6 +212,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(loaded, dict):
             raise InputError(source, "top level must be a mapping of sections")
         raw = loaded
+    model = raw.get("model")
+    if isinstance(model, str) and not Path(model).is_absolute() and path is not None:
+        # a model config named by path is looked up beside the training config first
+        beside = Path(path).parent / model
+        if beside.is_file():
+            raw = {**raw, "model": str(beside)}
     overrides = list(overrides or [])
     # validate the file alone first so an error in it names the file
     if path is not None:

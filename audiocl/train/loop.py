@@ -33,8 +33,8 @@ from audiocl.errors import AudioclError
 from audiocl.train.accumulate import forward_backward
 from audiocl.train.checkpoint import (
     NonFiniteError,
+    best_files,
     capture_rng,
-    checkpoint_files,
     find_latest,
     load_checkpoint,
     restore_rng,
@@ -316,6 +316,8 @@ class Trainer:
                 with open(path, newline="") as f:
                     rows = list(csv.DictReader(f))
                 keep = [r for r in rows if int(r["step"]) <= self.step]
+                if path == self.val_path and keep and int(keep[-1]["step"]) == self.step:
+                    self.last_val_step = self.step
                 fields = list(rows[0].keys()) if rows else None
                 tmp = path.with_suffix(".tmp")
                 with open(tmp, "w", newline="") as f:
@@ -517,7 +519,8 @@ class Trainer:
             return
         self.best = value
         if self.is_main:
-            files = checkpoint_files(self.model, self.optimizer, self._state(), {})
+            # weights and metadata only: the best model is exported, never resumed from
+            files = best_files(self.model, {**self._state(), "metric": value})
             self.best_path = write_folder_atomically(self.output_dir / "best", files)
             if self.on_best is not None:
                 self.on_best(self.model, self.best_path)
