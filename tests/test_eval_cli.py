@@ -134,12 +134,21 @@ def test_zeroshot_esc50_sample_end_to_end(trained_model, esc50_manifest, tmp_pat
     assert "| zeroshot/top1 |" in table and "| zeroshot/fold_mean/top1 |" in table
 
 
-def test_zeroshot_embeddings_are_deterministic(trained_model, esc50_manifest):
+@pytest.fixture(scope="module")
+def files_scores(trained_model, esc50_manifest) -> torch.Tensor:
     from audiocl.eval.zeroshot import run_zeroshot
 
-    _, s1 = run_zeroshot(trained_model, esc50_manifest, prompt="a recording of {}")
-    _, s2 = run_zeroshot(trained_model, esc50_manifest, prompt="a recording of {}")
-    assert torch.equal(s1, s2)
+    return run_zeroshot(trained_model, esc50_manifest)[1]
+
+
+def test_zeroshot_embeddings_are_deterministic(trained_model, esc50_manifest, files_scores):
+    from audiocl.eval.zeroshot import run_zeroshot
+
+    res, s2 = run_zeroshot(trained_model, esc50_manifest)
+    assert torch.equal(files_scores, s2)
+    # a prompt override changes the class embeddings, hence the scores
+    res3, s3 = run_zeroshot(trained_model, esc50_manifest, prompt="a recording of {}")
+    assert res3["prompts"] == ["a recording of {}"] and not torch.equal(s3, s2)
 
 
 def test_cli_errors_are_one_line(trained_model, esc50_manifest, tmp_path, capsys):
@@ -178,6 +187,18 @@ def test_retrieval_probe_diagnostics_cli(trained_model, tmp_path, tiny_wav_facto
     assert res["text_to_audio"]["mean_rank"] <= 3 and res["audio_to_text"]["mean_rank"] <= 6
     assert "## Retrieval" in out.with_suffix(".md").read_text()
 
+    # the model path of the embedding-based evals: every tower embeds the items
+    out = tmp_path / "diag_model.json"
+    assert main(["eval", "diagnostics", "--model", str(trained_model), "--manifest", str(manifest),
+                 "--out", str(out)]) == 0
+    dg = json.loads(out.read_text())
+    assert dg["modalities"] == ["audio", "text"] and dg["n_items"] == 3
+    assert dg["projection"]["label"][:3] == ["f220", "f880", "f440"]
+    out = tmp_path / "mw_model.json"
+    assert main(["eval", "multiway", "--model", str(trained_model), "--manifest", str(manifest),
+                 "--method", "cosine", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["targets"]["text"]["n_items"] == 3
+
     rng = np.random.default_rng(0)
     base = rng.standard_normal((60, 8))
     labels = np.array([f"class_{i % 3}" for i in range(60)])
@@ -203,7 +224,7 @@ def test_retrieval_probe_diagnostics_cli(trained_model, tmp_path, tiny_wav_facto
 
 
 @pytest.mark.parametrize("kinds", [("logmel", "waveform"), ("logmel",)])
-def test_zeroshot_from_feature_store_matches_files(trained_model, esc50_manifest, tmp_path, kinds):
+def test_zeroshot_from_feature_store_matches_files(trained_model, esc50_manifest, tmp_path, kinds, files_scores):
     """--store: waveforms from the store (PCM16 FLAC) or the stored log-mel give the
     same scores as decoding the files, up to the store's 16-bit quantisation."""
     from audiocl.audio.frontend import compute_logmel
@@ -221,7 +242,7 @@ def test_zeroshot_from_feature_store_matches_files(trained_model, esc50_manifest
     w.write_shard(0, "spec0", [{"id": it.id} for it in items], [compute_logmel(x, fe) for x in wavs],
                   wavs if "waveform" in kinds else None, [])
     w.finalize(1)
-    res_files, s_files = run_zeroshot(trained_model, esc50_manifest)
+    s_files = files_scores
     res_store, s_store = run_zeroshot(trained_model, esc50_manifest, store=store)
     assert res_store["audio_source"] == "store"
     assert torch.allclose(s_files, s_store, atol=2e-3), (s_files - s_store).abs().max()
