@@ -230,6 +230,8 @@ class ShardResult:
     failed: int
     reasons: dict[str, int] = field(default_factory=dict)
     skipped: bool = False
+    #: worker CPU seconds per stage (decode, resample, logmel, write); not stored
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 class StoreWriter:
@@ -307,6 +309,10 @@ class StoreWriter:
                 return False
         return True
 
+    def begin_shard(self, shard: int, spec_hash: str) -> ShardBuilder:
+        """Start writing shard ``shard``; add items one by one, then ``commit()``."""
+        return ShardBuilder(self, shard, spec_hash)
+
     def write_shard(
         self,
         shard: int,
@@ -316,50 +322,14 @@ class StoreWriter:
         waveforms: Sequence[np.ndarray] | None,
         errors: Sequence[dict[str, Any]],
     ) -> ShardResult:
-        """Write one shard atomically. ``entries[j]`` (at least ``{"id": ...}``) goes
+        """Write one shard at once. ``entries[j]`` (at least ``{"id": ...}``) goes
         with ``logmels[j]`` [frames, n_mels] and ``waveforms[j]`` [samples]."""
-        p = self.paths(shard)
-        p["done"].unlink(missing_ok=True)
-        params = self.params
-        files: dict[str, dict[str, Any]] = {}
-        index = [dict(e) for e in entries]
-        if "logmel" in params.kinds:
-            assert logmels is not None and len(logmels) == len(entries)
-            offset = 0
-            for e, m in zip(index, logmels):
-                if m.ndim != 2 or m.shape[1] != params.n_mels:
-                    raise ValueError(f"log-mel of {e['id']} has shape {m.shape}")
-                e["offset"] = offset
-                e["num_frames"] = int(m.shape[0])
-                offset += int(m.shape[0])
-            files[p["logmel"].name] = _write_npy(p["logmel"], logmels, params.dtype, params.n_mels)
-        if "waveform" in params.kinds:
-            assert waveforms is not None and len(waveforms) == len(entries)
-            offset = 0
-            for e, w in zip(index, waveforms):
-                e["wav_offset"] = offset
-                e["num_samples"] = int(w.shape[0])
-                offset += int(w.shape[0])
-            files[p["waveform"].name] = _write_flac(
-                p["waveform"], waveforms, params.sample_rate, params.waveform_subtype
-            )
-        body = "".join(_canonical(e) + "\n" for e in index).encode("utf-8")
-        _atomic_write_bytes(p["index"], body)
-        files[p["index"].name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-        body = "".join(_canonical(e) + "\n" for e in errors).encode("utf-8")
-        _atomic_write_bytes(p["errors"], body)
-        files[p["errors"].name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-        reasons = Counter(str(e.get("reason", "error")) for e in errors)
-        marker = {
-            "shard": shard,
-            "spec_hash": spec_hash,
-            "done": len(index),
-            "failed": len(errors),
-            "reasons": dict(sorted(reasons.items())),
-            "files": files,
-        }
-        _atomic_write_text(p["done"], _canonical(marker) + "\n")
-        return ShardResult(shard, len(index), len(errors), dict(reasons))
+        b = self.begin_shard(shard, spec_hash)
+        for j, e in enumerate(entries):
+            b.add(e, None if logmels is None else logmels[j], None if waveforms is None else waveforms[j])
+        for e in errors:
+            b.fail(e)
+        return b.commit()
 
     def shard_result(self, shard: int) -> ShardResult:
         """The counts recorded in a finished shard's marker (used when resume skips it)."""
@@ -404,6 +374,90 @@ class StoreWriter:
         os.replace(tmp_index, self.dir / INDEX_JSONL)
 
 
+class ShardBuilder:
+    """One shard being written: log-mels are kept (they are small), waveforms are
+    streamed into a temporary FLAC as they come, so a shard of long clips never
+    holds its audio in memory. Nothing is visible under the final names until
+    :meth:`commit`, which writes the marker last."""
+
+    def __init__(self, writer: StoreWriter, shard: int, spec_hash: str) -> None:
+        self.writer = writer
+        self.params = writer.params
+        self.shard = shard
+        self.spec_hash = spec_hash
+        self.paths = writer.paths(shard)
+        self.paths["done"].unlink(missing_ok=True)
+        self.index: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.mels: list[np.ndarray] = []
+        self._frames = 0
+        self._samples = 0
+        self._flac: Any = None
+        self._flac_tmp = self.paths["waveform"].with_name(
+            f".{self.paths['waveform'].name}.tmp-{os.getpid()}"
+        )
+
+    def add(self, entry: dict[str, Any], logmel: np.ndarray | None, waveform: np.ndarray | None) -> None:
+        e = dict(entry)
+        if "logmel" in self.params.kinds:
+            if logmel is None or logmel.ndim != 2 or logmel.shape[1] != self.params.n_mels:
+                raise ValueError(f"log-mel of {e['id']} has shape {getattr(logmel, 'shape', None)}")
+            e["offset"] = self._frames
+            e["num_frames"] = int(logmel.shape[0])
+            self._frames += int(logmel.shape[0])
+            self.mels.append(np.asarray(logmel, dtype=self.params.dtype))
+        if "waveform" in self.params.kinds:
+            if waveform is None or waveform.ndim != 1:
+                raise ValueError(f"waveform of {e['id']} must be 1-D")
+            if self._flac is None:
+                import soundfile as sf
+
+                self._flac = sf.SoundFile(
+                    self._flac_tmp, "w", samplerate=self.params.sample_rate, channels=1,
+                    format="FLAC", subtype=self.params.waveform_subtype,
+                )
+            # clip explicitly: the resampler can overshoot 1.0 slightly
+            self._flac.write(np.clip(np.asarray(waveform, dtype=np.float32), -1.0, 1.0))
+            e["wav_offset"] = self._samples
+            e["num_samples"] = int(waveform.shape[0])
+            self._samples += int(waveform.shape[0])
+        self.index.append(e)
+
+    def fail(self, error: dict[str, Any]) -> None:
+        self.errors.append(dict(error))
+
+    def commit(self) -> ShardResult:
+        p = self.paths
+        files: dict[str, dict[str, Any]] = {}
+        if "logmel" in self.params.kinds:
+            files[p["logmel"].name] = _write_npy(p["logmel"], self.mels, self.params.dtype, self.params.n_mels)
+        if "waveform" in self.params.kinds:
+            if self._flac is not None:
+                self._flac.close()
+            else:
+                # libsndfile cannot write a readable 0-frame FLAC: an all-failed shard
+                # gets an empty file that no index entry points into
+                self._flac_tmp.write_bytes(b"")
+            os.replace(self._flac_tmp, p["waveform"])
+            files[p["waveform"].name] = {"size": p["waveform"].stat().st_size,
+                                         "sha256": _sha256_file(p["waveform"])}
+        for key, rows in (("index", self.index), ("errors", self.errors)):
+            body = "".join(_canonical(e) + "\n" for e in rows).encode("utf-8")
+            _atomic_write_bytes(p[key], body)
+            files[p[key].name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        reasons = Counter(str(e.get("reason", "error")) for e in self.errors)
+        marker = {
+            "shard": self.shard,
+            "spec_hash": self.spec_hash,
+            "done": len(self.index),
+            "failed": len(self.errors),
+            "reasons": dict(sorted(reasons.items())),
+            "files": files,
+        }
+        _atomic_write_text(p["done"], _canonical(marker) + "\n")
+        return ShardResult(self.shard, len(self.index), len(self.errors), dict(reasons))
+
+
 def _write_npy(path: Path, arrays: Sequence[np.ndarray], dtype: str, n_mels: int) -> dict[str, Any]:
     """Write the concatenation of ``arrays`` as one .npy without building it in memory."""
     total = sum(int(a.shape[0]) for a in arrays)
@@ -423,23 +477,6 @@ def _write_npy(path: Path, arrays: Sequence[np.ndarray], dtype: str, n_mels: int
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return {"size": size, "sha256": h.hexdigest()}
-
-
-def _write_flac(path: Path, arrays: Sequence[np.ndarray], sr: int, subtype: str) -> dict[str, Any]:
-    import soundfile as sf
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    # libsndfile cannot write a FLAC with zero frames readably, so an empty shard
-    # gets a 0-byte file that readers never open (no index entry points at it)
-    if sum(int(a.shape[0]) for a in arrays) == 0:
-        tmp.write_bytes(b"")
-    else:
-        with sf.SoundFile(tmp, "w", samplerate=sr, channels=1, format="FLAC", subtype=subtype) as f:
-            for a in arrays:
-                # clip explicitly: the resampler can overshoot 1.0 slightly
-                f.write(np.clip(np.asarray(a, dtype=np.float32), -1.0, 1.0))
-    os.replace(tmp, path)
-    return {"size": path.stat().st_size, "sha256": _sha256_file(path)}
 
 
 # --------------------------------------------------------------------------- reading
