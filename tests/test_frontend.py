@@ -94,6 +94,26 @@ def test_pure_tone_high_dynamic_range_matches_hf(hf_extractor) -> None:
     assert np.abs(rough - ref).max() > 1e-3  # the refinement is doing the work
 
 
+def test_fusion_preset_matches_hf_fusion(esc50_48k) -> None:
+    """HF truncation="fusion": HTK mels on the whole clip, then a shrunk view + 3 crops."""
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from transformers import ClapFeatureExtractor
+
+    hf = ClapFeatureExtractor(truncation="fusion", padding="repeatpad", frequency_min=50, frequency_max=14000)
+    cfg = get_preset("laion_clap_fusion")
+    long = np.concatenate(esc50_48k[:3])
+    np.random.seed(0)
+    ref = hf(long, sampling_rate=48000, return_tensors="np")["input_features"][0]
+    full = compute_logmel(long, cfg)
+    views, longer = fusion_views(full, cfg.clip_frames, seed=0, key="x")
+    assert longer and views.shape == ref.shape == (4, 1001, 64)
+    assert np.abs(views[0] - ref[0]).max() < 1e-3  # the shrunk whole clip
+    # HF's crops are random; each must be a slice of our full mel (to 1e-3 dB)
+    for k in range(1, 4):
+        diffs = [np.abs(full[s : s + 1001] - ref[k]).max() for s in range(len(full) - 1000)]
+        assert min(diffs) < 1e-3
+
+
 def test_batched_equals_single_and_frame_count(esc50_48k) -> None:
     cfg = get_preset("laion_clap")
     mod = LogMel(cfg)
@@ -190,7 +210,7 @@ def test_gpu_matches_cpu() -> None:
 
 # ------------------------------------------------------------------ config
 def test_presets_and_roundtrip() -> None:
-    assert set(PRESETS) == {"laion_clap", "speech16k"}
+    assert set(PRESETS) == {"laion_clap", "laion_clap_fusion", "speech16k"}
     lc = get_preset("laion_clap")
     assert (lc.sample_rate, lc.n_fft, lc.win_length, lc.hop_length, lc.n_mels) == (48000, 1024, 1024, 480, 64)
     assert (lc.f_min, lc.f_max, lc.mel_scale, lc.mel_norm, lc.top_db) == (50.0, 14000.0, "slaney", "slaney", None)
@@ -209,7 +229,7 @@ def test_presets_and_roundtrip() -> None:
 def test_unknown_keys_presets_and_bad_values() -> None:
     with pytest.raises(AudioclError, match="'n_melz'"):
         FrontendConfig.from_dict({**get_preset("laion_clap").to_dict(), "n_melz": 64})
-    with pytest.raises(AudioclError, match="laion_clap, speech16k"):
+    with pytest.raises(AudioclError, match="laion_clap, laion_clap_fusion, speech16k"):
         get_preset("laion")
     with pytest.raises(AudioclError, match="unknown key"):
         get_preset("laion_clap", hop=1)
