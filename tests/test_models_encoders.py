@@ -64,6 +64,17 @@ def test_cnn_lengths_full_equals_none_and_wrong_input_rejected():
         enc(torch.randn(50, 64))
 
 
+def test_cnn_stem_pool_lengths():
+    torch.manual_seed(0)
+    enc = build_encoder({"type": "cnn", "channels": 4, "stem_pool": [2, 2]}).eval()
+    x = torch.randn(2, 101, 64)
+    # a full length equals no lengths; a short one only sees its own frames' pooled cells
+    torch.testing.assert_close(enc(x, torch.tensor([101, 101])), enc(x), rtol=0, atol=1e-6)
+    assert enc(x, torch.tensor([101, 30])).shape == (2, 32)
+    with pytest.raises(AudioclError, match="stem_pool"):
+        build_encoder({"type": "cnn", "stem_pool": [2]})
+
+
 def test_masked_mean_max_ignores_padding():
     x = torch.tensor([[[1.0, 3.0, 100.0, -100.0]]]).repeat(2, 1, 1)
     out = masked_mean_max(x, torch.tensor([2, 4]))
