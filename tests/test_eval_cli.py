@@ -247,3 +247,30 @@ def test_zeroshot_from_feature_store_matches_files(trained_model, esc50_manifest
     assert res_store["audio_source"] == "store"
     assert torch.allclose(s_files, s_store, atol=2e-3), (s_files - s_store).abs().max()
     assert torch.equal(s_files.argmax(1), s_store.argmax(1))
+
+
+def test_long_audio_is_windowed_averaged_and_deterministic(trained_model, tmp_path, tiny_wav_factory):
+    """A clip 2.5x the model's clip length: evenly spaced windows, mean, re-normalised."""
+    import torch.nn.functional as F
+
+    from audiocl.audio.io import load_mono
+    from audiocl.data.manifest import AudioItem
+    from audiocl.eval.embed import embed_items_audio
+    from audiocl.models import embed_waveforms, load_model
+    from audiocl.models.api import window_starts
+
+    model = load_model(trained_model)
+    fe = model.frontend
+    rng = np.random.default_rng(0)
+    seconds = 2.5 * fe.clip_samples / fe.sample_rate
+    p = tiny_wav_factory("long.wav", sample_rate=16000, data=(0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32))
+    item = AudioItem(id="long", path=str(p))
+    e1 = embed_items_audio(model, [item])
+    e2 = embed_items_audio(model, [item])
+    assert torch.equal(e1, e2)
+    wav = load_mono(p, fe.sample_rate)
+    starts = window_starts(wav.size, fe.clip_samples)
+    assert len(starts) == 3 and starts[0] == 0 and starts[-1] + fe.clip_samples == wav.size
+    parts = embed_waveforms(model, [wav[s : s + fe.clip_samples] for s in starts], fe.sample_rate)
+    expected = F.normalize(parts.mean(0, keepdim=True), dim=-1)
+    assert torch.allclose(e1, expected, atol=1e-5)

@@ -215,18 +215,19 @@ def map_at_k_multi(
     if r.shape[0] == 0:
         raise AudioclError("no ranks to average (empty evaluation set)")
     valid = r > 0
-    n = valid.sum(dim=1).double() if n_relevant is None else as_tensor(n_relevant, torch.float64)
+    n = valid.sum(dim=1).double() if n_relevant is None else as_tensor(n_relevant, torch.float64).reshape(-1)
+    if n.numel() != r.shape[0]:
+        raise AudioclError(f"n_relevant has {n.numel()} entries for {r.shape[0]} queries")
     if bool((n <= 0).any()):
         raise AudioclError("a query has no relevant item; mAP is undefined for it")
-    total = torch.zeros(r.shape[0], dtype=torch.float64)
-    for q in range(r.shape[0]):
-        hits = r[q][valid[q] & (r[q] <= k)]
-        if sort_ranks:
-            hits = torch.sort(hits).values
-        if hits.numel():
-            i = torch.arange(1, hits.numel() + 1, dtype=torch.float64)
-            total[q] = (i / hits).sum() / n[q]
-    return float(total.mean())
+    if sort_ranks:
+        # padding sorts last; hits (rank <= k) then form a prefix of each row
+        r = torch.sort(torch.where(valid, r, torch.full_like(r, torch.inf)), dim=1).values
+        valid = torch.isfinite(r)
+    hit = valid & (r <= k)
+    i = torch.cumsum(hit.double(), dim=1)  # position of each hit among the row's hits
+    per_query = torch.where(hit, i / r, torch.zeros_like(r)).sum(dim=1) / n
+    return float(per_query.mean())
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> float:
@@ -287,7 +288,8 @@ def average_precision(scores: torch.Tensor | np.ndarray, relevant: torch.Tensor 
     ``precision_i = #{relevant j : s_j >= s_i} / #{j : s_j >= s_i}`` and
     ``AP = mean over relevant i of precision_i``. This equals the step-wise
     ``sum_n (R_n - R_{n-1}) P_n`` over score thresholds (scikit-learn's
-    ``average_precision_score``), ties included. Raises when nothing is relevant.
+    ``average_precision_score``), ties included. One sort: ``O(N log N)``
+    time, ``O(N)`` memory. Raises when nothing is relevant.
     """
     s = as_tensor(scores, torch.float64).reshape(-1)
     rel = as_tensor(relevant).reshape(-1).bool()
@@ -295,12 +297,15 @@ def average_precision(scores: torch.Tensor | np.ndarray, relevant: torch.Tensor 
     n_pos = int(rel.sum())
     if n_pos == 0:
         raise AudioclError("average precision is undefined without a relevant item")
-    s_pos = s[rel]
-    # [n_pos, N] comparisons; for eval-sized N (tens of thousands) this is fine
-    at_least = s[None, :] >= s_pos[:, None]
-    n_above = at_least.sum(dim=1).double()
-    pos_above = (at_least & rel[None, :]).sum(dim=1).double()
-    return float((pos_above / n_above).mean())
+    # sort once; a tie group's members all get the precision at the group's end
+    order = torch.argsort(s, descending=True)
+    s_sorted, rel_sorted = s[order], rel[order].double()
+    _, counts = torch.unique_consecutive(s_sorted, return_counts=True)
+    ends = torch.cumsum(counts, dim=0) - 1  # index of each group's last item
+    cum_pos = torch.cumsum(rel_sorted, dim=0)[ends]
+    group_pos = torch.diff(cum_pos, prepend=torch.zeros(1, dtype=torch.float64))
+    precision = cum_pos / (ends + 1).double()
+    return float((group_pos * precision).sum() / n_pos)
 
 
 def mean_average_precision(
