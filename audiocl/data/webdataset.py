@@ -1,0 +1,171 @@
+"""Export to WebDataset tars in the layout LAION-CLAP's and open_clip's audio loaders read.
+
+Each sample is two tar members with the same key: ``<key>.flac`` (mono, 16-bit,
+48 kHz by default) and ``<key>.json`` with ``text`` (list of captions), ``tag``
+(list of labels), the original ``id`` and the manifest's other fields under
+``original_data``. Tars are ``000000.tar``, ``000001.tar``, ... with
+``sizes.json`` (tar name -> number of samples) beside them.
+
+Written with the standard library's ``tarfile`` (no webdataset dependency);
+member metadata (mtime, owner, mode) is fixed so the same input gives the same
+bytes, and every tar is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiocl.errors import AudioclError
+
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sample_key(item_id: str) -> str:
+    """A WebDataset key for ``item_id``: loaders split a member name at its first dot
+    and treat slashes as folders, so everything but ``[A-Za-z0-9_-]`` becomes ``_``."""
+    key = _KEY_BAD.sub("_", item_id).strip("_")
+    return key or "item"
+
+
+def _flac_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _TarSink:
+    def __init__(self, out: Path, per_tar: int) -> None:
+        self.out = out
+        self.per_tar = per_tar
+        self.sizes: dict[str, int] = {}
+        self._tar: tarfile.TarFile | None = None
+        self._tmp: Path | None = None
+        self._name = ""
+        self._n = 0
+
+    def add(self, key: str, flac: bytes, meta: dict[str, Any]) -> None:
+        if self._tar is None:
+            self._name = f"{len(self.sizes):06d}.tar"
+            self._tmp = self.out / f".{self._name}.tmp-{os.getpid()}"
+            self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+            self._n = 0
+        _add(self._tar, f"{key}.flac", flac)
+        _add(self._tar, f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
+        self._n += 1
+        if self._n == self.per_tar:
+            self.close()
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            assert self._tmp is not None
+            os.replace(self._tmp, self.out / self._name)
+            self.sizes[self._name] = self._n
+            self._tar = None
+
+
+def export_webdataset(
+    store_dir: str | os.PathLike | None,
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    samples_per_tar: int = 1000,
+    sample_rate: int = 48000,
+    text_template: str | None = None,
+) -> dict[str, Any]:
+    """Write the manifest's items as WebDataset tars; returns a summary dict.
+
+    With a store, only the items it holds are exported (failed extractions are
+    skipped), and their audio comes from the store's waveform part when it has
+    one (resampled if the store's rate is not ``sample_rate``); otherwise each
+    item is decoded from its file again (decode -> mono -> resample). Without a
+    store every manifest item is decoded; items that fail are counted and
+    listed in the summary, not exported. ``text_template`` (e.g. ``"This is a
+    sound of {}."``) makes a caption from the labels of items without texts.
+    """
+    from audiocl.audio.io import AudioDecodeError, load_mono, resample
+    from audiocl.data.manifest import read_manifest
+    from audiocl.data.store import FeatureStore
+
+    if samples_per_tar < 1:
+        raise AudioclError(f"samples per tar must be >= 1, not {samples_per_tar}")
+    store = None if store_dir is None else FeatureStore(store_dir)
+    out = Path(out_dir)
+    if out.exists() and any(out.glob("*.tar")):
+        raise AudioclError(f"{out} already holds tars; choose an empty --out")
+    out.mkdir(parents=True, exist_ok=True)
+    sink = _TarSink(out, samples_per_tar)
+    used: dict[str, str] = {}
+    skipped = 0
+    failed: list[dict[str, str]] = []
+    from_store = 0
+    try:
+        for item in read_manifest(Path(manifest)):
+            if store is not None and item.id not in store:
+                skipped += 1
+                continue
+            try:
+                if store is not None and "waveform" in store.kinds:
+                    wav = store.waveform(item.id)
+                    wav = resample(wav, store.sample_rate, sample_rate)
+                    from_store += 1
+                else:
+                    wav = load_mono(item.path, sample_rate, start=item.start, duration=item.duration)
+                    if not np.isfinite(wav).all():
+                        raise AudioDecodeError(item.path, "nonfinite")
+            except AudioDecodeError as err:
+                failed.append({"id": item.id, "reason": err.reason, "message": err.detail})
+                continue
+            key = sample_key(item.id)
+            if key in used and used[key] != item.id:
+                key = f"{key}_{len(used)}"
+            used[key] = item.id
+            texts = list(item.texts)
+            if not texts and text_template and item.labels:
+                texts = [text_template.format(", ".join(item.labels))]
+            meta = {
+                "id": item.id,
+                "text": texts,
+                "tag": list(item.labels),
+                "original_data": {k: v for k, v in item.to_dict().items()
+                                  if k not in ("id", "path", "texts", "labels") and v is not None},
+            }
+            sink.add(key, _flac_bytes(wav, sample_rate), meta)
+        sink.close()
+    except BaseException:
+        if sink._tmp is not None:
+            sink._tmp.unlink(missing_ok=True)
+        raise
+    sizes_path = out / "sizes.json"
+    tmp = sizes_path.with_name(f".sizes.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(sink.sizes, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, sizes_path)
+    return {
+        "out": str(out),
+        "tars": len(sink.sizes),
+        "samples": sum(sink.sizes.values()),
+        "audio_from_store": from_store,
+        "skipped_not_in_store": skipped,
+        "failed": failed,
+        "sample_rate": sample_rate,
+    }
