@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,40 @@ def _worker(loop_config: dict[str, Any]) -> None:
         dist.barrier()
 
 
+def _user_error(err: BaseException) -> str | None:
+    """The message of an AudioclError raised in a worker, if that is what failed."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [err]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        if isinstance(e, AudioclError):
+            return str(e)
+        todo.extend(getattr(e, "worker_failures", {}).values())
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    m = re.search(r"audiocl\.[\w.]*(?:Error|NonFiniteError): (.+)", str(err))
+    return m.group(1).strip() if m else None
+
+
+def preflight(cfg: TrainingConfig) -> None:
+    """Catch config mistakes in the driver, before any worker starts (one-line errors)."""
+    from audiocl.data.store import FeatureStore
+    from audiocl.models.config import load_model_config
+    from audiocl.train.run import build_loss_from_config
+
+    mcfg = load_model_config(cfg.model)
+    towers = set(mcfg.towers)
+    unknown = [t for t in cfg.data.inputs if t not in towers]
+    if unknown:
+        raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(towers)})")
+    if not cfg.data.store:
+        raise AudioclError("data.store is required (a feature store made by `audiocl extract`)")
+    FeatureStore(cfg.data.store)
+    build_loss_from_config(cfg)
+
+
 def _init_ray(address: str | None, workers: int) -> bool:
     import ray
 
@@ -110,6 +145,8 @@ def train_distributed(
     out = Path(cfg.train.output_dir).resolve()
     cfg = cfg.model_copy(deep=True)
     cfg.train.output_dir = str(out)
+    if build is None:
+        preflight(cfg)
     started = _init_ray(d.address, d.workers)
     storage = Path(d.storage_path).resolve() if d.storage_path else out / "ray"
     name = d.name or out.name
@@ -136,16 +173,10 @@ def train_distributed(
     try:
         result = trainer.fit()
     except Exception as err:
-        # Ray wraps worker exceptions; surface our own (user-fixable) errors as one line
-        cause: BaseException | None = err
-        while cause is not None:
-            if isinstance(cause, AudioclError):
-                raise AudioclError(str(cause)) from None
-            cause = cause.__cause__ or cause.__context__
-        msg = str(err)
-        for line in msg.splitlines():
-            if "AudioclError" in line or "NonFiniteError" in line:
-                raise AudioclError(line.split(":", 1)[-1].strip()) from None
+        # Ray wraps worker exceptions; surface our own (user-fixable) ones as one line
+        user = _user_error(err)
+        if user is not None:
+            raise AudioclError(user) from None
         raise
     finally:
         if started and shutdown:
