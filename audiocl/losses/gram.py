@@ -16,7 +16,7 @@ Only the first row and column of G depend on the pair, so by the cofactor
     det G_ij = c_i det B_j - g_ij^T adj(B_j) g_ij
 
 which holds for singular B_j too. adj(B_j) and det B_j are computed once per
-tuple (N_t small determinants, exact polynomials for k-1 <= 4, LU beyond), and
+tuple (exact polynomials in the [N_t] entry vectors for k-1 <= 4; LU beyond), and
 the [N_a, N_t] volumes need k-1 matmuls plus O(k^2) elementwise products: no
 [N_a, N_t, k, k] stack and no batched LU. For unit vectors and k = 3 this is
 ``1 + 2 a b c - a^2 - b^2 - c^2`` (a = <t, v>, b = <t, s>, c = <v, s>).
@@ -71,47 +71,61 @@ def sqrt_abs(u: Tensor) -> Tensor:
     return _SqrtAbs.apply(u)
 
 
-def small_det(m: Tensor) -> Tensor:
-    """Determinant of [..., n, n] as an explicit polynomial for n <= 4 (LU beyond).
+Entries = list[list[Tensor]]
 
-    The polynomial form has finite gradients everywhere, singular matrices included.
+
+def _det_entries(m: Entries) -> Tensor:
+    """Determinant of a small symbolic matrix whose entries are tensors of one shape.
+
+    Laplace expansion along the first row: an explicit polynomial, so it has
+    finite gradients everywhere (singular matrices included) and costs a few
+    elementwise products for the sizes GRAM uses (n <= 4).
     """
+    n = len(m)
+    if n == 1:
+        return m[0][0]
+    if n == 2:
+        return m[0][0] * m[1][1] - m[0][1] * m[1][0]
+    total = None
+    for c in range(n):
+        minor = [[row[k] for k in range(n) if k != c] for row in m[1:]]
+        term = m[0][c] * _det_entries(minor)
+        total = term if total is None else (total + term if c % 2 == 0 else total - term)
+    return total
+
+
+def small_det(m: Tensor) -> Tensor:
+    """Determinant of [..., n, n]: explicit polynomial for n <= 4, LU beyond."""
     n = m.shape[-1]
     if n == 0:
         return m.new_ones(m.shape[:-2])
+    if n > 4:
+        return torch.linalg.det(m)
+    return _det_entries([[m[..., i, j] for j in range(n)] for i in range(n)])
+
+
+def _adjugate_entries(m: Entries) -> Entries:
+    """Adjugate (transposed cofactors) of a small symbolic matrix; valid when singular."""
+    n = len(m)
     if n == 1:
-        return m[..., 0, 0]
-    if n == 2:
-        return m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]
-    if n <= 4:
-        # Laplace expansion along the first row.
-        total = m.new_zeros(m.shape[:-2])
-        for c in range(n):
-            keep = [k for k in range(n) if k != c]
-            minor = m[..., 1:, :][..., keep]
-            term = m[..., 0, c] * small_det(minor)
-            total = total + term if c % 2 == 0 else total - term
-        return total
-    return torch.linalg.det(m)
+        return [[torch.ones_like(m[0][0])]]
+    adj: Entries = [[None] * n for _ in range(n)]  # type: ignore[list-item]
+    for i in range(n):
+        for j in range(n):
+            # adj[i][j] = (-1)^(i+j) det(m without row j and column i)
+            minor = [[m[r][c] for c in range(n) if c != i] for r in range(n) if r != j]
+            cof = _det_entries(minor)
+            adj[i][j] = cof if (i + j) % 2 == 0 else -cof
+    return adj
 
 
 def adjugate(m: Tensor) -> Tensor:
-    """Adjugate (transposed cofactor matrix) of [..., n, n], valid for singular matrices."""
+    """Adjugate of [..., n, n] (n <= 4 as polynomials), valid for singular matrices."""
     n = m.shape[-1]
-    if n == 1:
-        return torch.ones_like(m)
-    rows = []
-    for i in range(n):
-        row = []
-        for j in range(n):
-            # adj[i, j] = (-1)^(i+j) * det(m without row j and column i)
-            ri = [k for k in range(n) if k != j]
-            ci = [k for k in range(n) if k != i]
-            minor = m[..., ri, :][..., ci]
-            cof = small_det(minor)
-            row.append(cof if (i + j) % 2 == 0 else -cof)
-        rows.append(torch.stack(row, -1))
-    return torch.stack(rows, -2)
+    if n > 4:
+        return torch.linalg.det(m)[..., None, None] * torch.linalg.inv(m)
+    adj = _adjugate_entries([[m[..., i, j] for j in range(n)] for i in range(n)])
+    return torch.stack([torch.stack(row, -1) for row in adj], -2)
 
 
 def gram_determinant(anchor: Tensor, others: Sequence[Tensor]) -> Tensor:
@@ -125,16 +139,29 @@ def gram_determinant(anchor: Tensor, others: Sequence[Tensor]) -> Tensor:
         )
     n = len(others)
     c = (anchor * anchor).sum(-1)  # [N_a]
-    X = torch.stack(list(others), 1)  # [N_t, n, d]
-    B = X @ X.transpose(1, 2)  # [N_t, n, n]
-    det_b = small_det(B)  # [N_t]
-    adj = adjugate(B)  # [N_t, n, n]
-    g = [anchor @ x.T for x in others]  # n x [N_a, N_t]
+    # one matmul against all other modalities at once (fewer, larger BLAS calls)
+    n_t = others[0].shape[0]
+    g_all = anchor @ torch.cat(list(others), 0).T  # [N_a, n * N_t]
+    g = [g_all[:, m * n_t : (m + 1) * n_t] for m in range(n)]  # n x [N_a, N_t]
+    if n <= 4:
+        # B_j's entries as [N_t] vectors; det and adjugate as explicit polynomials
+        B: Entries = [[None] * n for _ in range(n)]  # type: ignore[list-item]
+        for m in range(n):
+            for k in range(m, n):
+                B[m][k] = B[k][m] = (others[m] * others[k]).sum(-1)
+        det_b = _det_entries(B)
+        adj = _adjugate_entries(B)
+    else:
+        X = torch.stack(list(others), 1)  # [N_t, n, d]
+        Bt = X @ X.transpose(1, 2)
+        det_b = torch.linalg.det(Bt)
+        A = adjugate(Bt)
+        adj = [[A[:, i, j] for j in range(n)] for i in range(n)]
     det = c[:, None] * det_b[None, :]
     for m in range(n):
-        det = det - adj[:, m, m][None, :] * g[m] * g[m]
+        det = det - adj[m][m][None, :] * g[m] * g[m]
         for k in range(m + 1, n):
-            det = det - 2.0 * adj[:, m, k][None, :] * g[m] * g[k]
+            det = det - 2.0 * adj[m][k][None, :] * (g[m] * g[k])
     return det
 
 

@@ -108,15 +108,26 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
         R, N = P.shape[0], z.shape[0]
         view = (N,) * n_mid + (N,)  # the [R, N] part of a block, one dim per non-anchor
         zT = z.T
+        chunk = min(chunk, n)
+        # Work buffers allocated once and reused by every chunk: repeated large
+        # temporary allocations fragment the CPU allocator's heap and inflate RSS.
+        q_buf = a.new_empty(chunk * R, d)
+        t_buf = a.new_empty(chunk * R, N)
 
         def block(s: int) -> tuple[Tensor, Tensor, Tensor]:
             A = a[s : s + chunk]
-            Q = (A[:, None, :] * P[None, :, :]).reshape(A.shape[0] * R, d)
-            T = (Q @ zT).view(A.shape[0], *view).mul_(t)
-            return A, Q, T
+            C = A.shape[0]
+            Q = q_buf[: C * R]
+            torch.mul(A[:, None, :], P[None, :, :], out=Q.view(C, R, d))
+            T = t_buf[: C * R]
+            torch.mm(Q, zT, out=T)
+            return A, Q, T.view(C, *view).mul_(t)
 
         def other_dims(k: int, ndim: int) -> list[int]:
             return [x for x in range(ndim) if x != k]
+
+        def exact_lses(T: Tensor) -> list[Tensor]:
+            return [torch.logsumexp(T, dim=other_dims(k, T.dim())) for k in range(T.dim())]
 
         starts = list(range(0, n, chunk))
         # Small problems keep pass 1's exponentials for pass 2 instead of recomputing them.
@@ -127,21 +138,19 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
             A, _, T = block(s)
             C = A.shape[0]
             c = T.max()
-            E = T.sub(c).exp_()
-            sums = [E.sum(dim=other_dims(0, E.dim()))]
-            sums += [E.sum(dim=other_dims(k + 1, E.dim())) for k in range(n_mid + 1)]
+            E = T.sub_(c).exp_()  # in place: T is rebuilt if the exact path is needed
+            sums = [E.sum(dim=other_dims(k, E.dim())) for k in range(E.dim())]
             if min(float(x.min()) for x in sums) >= _TINY:
                 parts = [c + x.log() for x in sums]
                 if keep is not None:
-                    keep.append((c, E))
+                    keep.append((c, E.clone()))
             else:  # exact, per anchor
-                parts = [torch.logsumexp(T, dim=other_dims(k, T.dim())) for k in range(n_mid + 2)]
+                parts = exact_lses(block(s)[2])
                 if keep is not None:
                     keep.append(None)
             lse0[s : s + C] = parts[0]
             for k in range(n_mid + 1):
                 partial[k].append(parts[k + 1])
-            del T, E
         lse_rest = [torch.logsumexp(torch.stack(p), dim=0) for p in partial]  # each [N]
         total = lse0.sum() + sum(x.sum() for x in lse_rest)
 
@@ -150,54 +159,64 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
         gz = torch.zeros_like(z) if need[2] else None
         gt = a.new_zeros(()) if need[3] else None
         if any(need[:4]):
+            f_buf = a.new_empty(chunk * R, N)
+            wz_buf = a.new_empty(chunk * R, d)
+            tmp = a.new_empty(R, d)
+            tf = float(t)
             for ci, s in enumerate(starts):
+                A = a[s : s + chunk]
+                C = A.shape[0]
                 stored = keep[ci] if keep is not None else None
                 if stored is not None:
                     keep[ci] = None
-                    A = a[s : s + chunk]
-                    Q = (A[:, None, :] * P[None, :, :]).reshape(A.shape[0] * R, d)
+                    Q = q_buf[: C * R]
+                    torch.mul(A[:, None, :], P[None, :, :], out=Q.view(C, R, d))
                     c, T = stored
                 else:
                     A, Q, T = block(s)
                     c = T.max()
-                C = A.shape[0]
                 lses = [lse0[s : s + C], *lse_rest]
                 logf = [c - x for x in lses]
                 fast = max(float(x.max()) for x in logf) <= _LOG_HUGE
                 if stored is not None and not fast:  # rare: recompute the logits exactly
-                    del T
                     A, Q, T = block(s)
                     stored = None
+                W = T
                 if fast:
-                    W = T if stored is not None else T.sub_(c).exp_()
-                    F_ = None
+                    if stored is None:
+                        W.sub_(c).exp_()
+                    F_ = f_buf[: C * R].view(C, *view)
+                    F_.zero_()
                     for k, lf in enumerate(logf):
                         shape = [1] * W.dim()
                         shape[k] = lf.shape[0]
-                        f = lf.exp().view(shape)
-                        F_ = f if F_ is None else F_ + f
+                        F_.add_(lf.exp().view(shape))
                     W.mul_(F_)
-                    del F_
                 else:  # exact, per anchor
-                    W = torch.zeros_like(T)
+                    acc = f_buf[: C * R].view(C, *view)
+                    acc.zero_()
                     for k, lse in enumerate(lses):
                         shape = [1] * T.dim()
                         shape[k] = lse.shape[0]
-                        W += (T - lse.view(shape)).exp_()
-                del T
-                W2 = W.view(C * R, N)
-                WZ = (W2 @ z).view(C, R, d)
-                if ga is not None:
-                    ga[s : s + C] = (WZ * P[None]).sum(1).mul_(t)
-                if gP is not None:
-                    gP += (WZ * A[:, None, :]).sum(0).mul_(t)
+                        acc.add_((T - lse.view(shape)).exp_())
+                    W = acc
+                W2 = W.reshape(C * R, N)
+                WZ = wz_buf[: C * R]
+                torch.mm(W2, z, out=WZ)
                 if gt is not None:
                     # sum W * raw logits = sum_(i,r),d Q * (W @ z): no need to keep the logits
-                    gt = gt + (WZ.view(C * R, d) * Q).sum()
-                del WZ
+                    gt = gt + torch.vdot(WZ.reshape(-1), Q.reshape(-1))
+                WZ3 = WZ.view(C, R, d)
+                for c_ in range(C):
+                    if ga is not None:
+                        torch.mul(WZ3[c_], P, out=tmp)
+                        ga[s + c_] = tmp.sum(0) * tf
+                    if gP is not None:
+                        gP.addcmul_(WZ3[c_], A[c_][None, :], value=tf)
                 if gz is not None:
-                    gz += (W2.T @ Q).mul_(t)
-                del W, W2
+                    gz.addmm_(W2.T, Q, alpha=tf)
+                del W, W2, T
+            keep = None
         ctx.has = tuple(g is not None for g in (ga, gP, gz, gt))
         ctx.save_for_backward(*(g if g is not None else a.new_zeros(()) for g in (ga, gP, gz, gt)))
         return total
