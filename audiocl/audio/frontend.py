@@ -353,9 +353,9 @@ class LogMel(torch.nn.Module):
     power is formed (at 48 kHz / 50-14000 Hz that is 297 of 513 bins).
 
     The FFT runs in float32. With ``precise=True`` (default) frames where float32
-    rounding could exceed ~1e-5 dB in some band are recomputed in float64 (see
-    ``_refine``), so the output matches a float64 reference (HF, librosa) to
-    well under 1e-3 dB at any dynamic range. ``precise=False`` skips that
+    rounding could show in some band are recomputed in float64 (see ``_refine``),
+    so the output matches a float64 reference (HF, librosa) to under 1e-3 dB
+    (3e-4 dB worst measured) even for a lone tone with 110 dB of range. ``precise=False`` skips that
     check: faster, no host sync on GPU, up to ~0.2 dB off in bands 110 dB or
     more below the frame's loudest.
     """
