@@ -86,6 +86,28 @@ _AUDIO_RENAMES = [
 ]
 
 
+_WB = r"\.(weight|bias)$"
+_BN = r"\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+# LAION key layouts the converter knows (after removing "module."); anything else is refused
+_KNOWN_AUDIO = [
+    r"^audio_branch\.bn0" + _BN,
+    r"^audio_branch\.patch_embed\.(proj|norm|mel_conv2d)" + _WB,
+    r"^audio_branch\.patch_embed\.fusion_model\.(local_att|global_att)\.\d+" + _BN,
+    r"^audio_branch\.layers\.\d+\.blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)" + _WB,
+    r"^audio_branch\.layers\.\d+\.blocks\.\d+\.attn\.relative_position_bias_table$",
+    r"^audio_branch\.layers\.\d+\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$",
+    r"^audio_branch\.norm" + _WB,
+]
+_KNOWN_TEXT = [
+    r"^text_branch\.embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight$",
+    r"^text_branch\.embeddings\.LayerNorm" + _WB,
+    r"^text_branch\.encoder\.layer\.\d+\.attention\.self\.(query|key|value)" + _WB,
+    r"^text_branch\.encoder\.layer\.\d+\.(attention\.output\.dense|attention\.output\.LayerNorm)" + _WB,
+    r"^text_branch\.encoder\.layer\.\d+\.(intermediate\.dense|output\.dense|output\.LayerNorm)" + _WB,
+    r"^text_branch\.pooler\.dense" + _WB,
+]
+
+
 @dataclass
 class ConversionPlan:
     """Where every key of a LAION checkpoint goes.
@@ -137,7 +159,14 @@ def read_laion_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        if "Weights only load failed" in text:
+            # the file is a pickle holding more than tensors and plain values: never unpickle it
+            why = text.split("Please file an issue")[0]
+            detail = next((ln.strip() for ln in why.splitlines() if "Unsupported global" in ln), "")
+            msg = "holds objects other than tensors and plain values" + (f" ({detail[:160]})" if detail else "")
+        else:
+            msg = (text.splitlines()[0] if text else type(e).__name__)[:200]
         raise AudioclError(f"{p}: cannot read as a weights-only torch checkpoint: {msg}") from None
     sd = strip_checkpoint(obj, str(p))
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
@@ -328,14 +357,14 @@ def plan_laion(
         reason = next((r for pat, r in _DROP_RULES if re.search(pat, k)), None)
         if reason is not None:
             plan.dropped.append((k, reason))
-        elif k.startswith("audio_branch."):
+        elif k.startswith("audio_branch.") and any(re.search(p, k) for p in _KNOWN_AUDIO):
             dst = _audio_target(k)
             if ".attn.qkv." in k:
                 for i, part in enumerate(("query", "key", "value")):
                     plan.mapped.append((k, dst.replace("attn.qkv.", f"attention.self.{part}."), f"qkv:{i}"))
             else:
                 plan.mapped.append((k, dst, "copy"))
-        elif k.startswith("text_branch."):
+        elif k.startswith("text_branch.") and any(re.search(p, k) for p in _KNOWN_TEXT):
             plan.mapped.append((k, TEXT_PREFIX + k.removeprefix("text_branch."), "copy"))
         elif (m := re.match(r"^(audio|text)_projection\.([02])\.(weight|bias)$", k)):
             lin = "linear1" if m.group(2) == "0" else "linear2"
