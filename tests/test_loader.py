@@ -58,6 +58,7 @@ def test_dataset_without_manifest(store) -> None:
     assert len(ds) == len(truth) == 25
     ex = ds[3]
     assert set(ex) >= {"id", "features", "texts", "labels"}
+    assert "_pad_value" not in collate_features([ex])
     assert torch.equal(ex["features"], torch.from_numpy(truth[ex["id"]]))
     assert ex["texts"] == [] and ex["labels"] == []
     assert ds.pad_value == pytest.approx(np.log(1e-6))
@@ -83,7 +84,7 @@ def test_collate_pad_to_longest(store) -> None:
     out, manifest, truth = store
     ds = FeatureDataset(out, manifest)
     batch = [ds[i] for i in range(4)]
-    b = collate_features(batch, pad_value=ds.pad_value)
+    b = collate_features(batch)  # the pad value comes with the examples
     n = [truth[e["id"]].shape[0] for e in batch]
     assert b["features"].shape == (4, max(n), 8)
     assert b["lengths"].tolist() == n

@@ -48,6 +48,7 @@ class FeatureDataset(Dataset):
         self.store = store_dir if isinstance(store_dir, FeatureStore) else FeatureStore(store_dir)
         if "logmel" not in self.store.kinds:
             raise AudioclError(f"store at {self.store.dir} holds no log-mel features")
+        self._pad = log_floor(self.store.config)
         self.meta: dict[str, dict[str, Any]] = {}
         self.missing: list[str] = []
         self.fields = tuple(fields)
@@ -100,7 +101,7 @@ class FeatureDataset(Dataset):
     @property
     def pad_value(self) -> float:
         """The store's log floor: what to pad log-mels with (see :func:`collate_features`)."""
-        return log_floor(self.store.config)
+        return self._pad
 
     @property
     def ids(self) -> list[str]:
@@ -117,7 +118,9 @@ class FeatureDataset(Dataset):
         item_id = self._ids[index]
         # a copy: memmap slices are read-only and torch wants writable memory
         feats = torch.from_numpy(np.array(self.store[item_id], dtype=np.float32))
-        out: dict[str, Any] = {"id": item_id, "features": feats}
+        # the store's log floor travels with the example so that collate pads with
+        # the right value without being told which front-end made the store
+        out: dict[str, Any] = {"id": item_id, "features": feats, "_pad_value": self._pad}
         meta = self.meta.get(item_id)
         if meta is None:
             out["texts"] = []
@@ -246,7 +249,7 @@ def collate_features(
     max_frames: int | None = None,
     policy: str = "repeatpad",
     seed: int = 0,
-    pad_value: float = -100.0,
+    pad_value: float | None = None,
 ) -> dict[str, Any]:
     """Stack examples of :class:`FeatureDataset` into a batch.
 
@@ -256,8 +259,9 @@ def collate_features(
     repeatpad, trunc, rand_trunc, or "<pad>+<trunc>" such as
     "repeatpad+rand_trunc"; see :mod:`audiocl.audio.length`); rand_trunc crops
     are seeded by ``seed`` and the item id, so an item gets the same crop in any
-    batch and any worker. ``pad_value`` should be the store's log floor
-    (:attr:`FeatureDataset.pad_value`; -100 dB for ``laion_clap``).
+    batch and any worker. ``pad_value`` defaults to the store's log floor, which
+    :class:`FeatureDataset` examples carry (``_pad_value``; -100 dB for
+    ``laion_clap``), else -100.
 
     Returns ``{"ids": list[str], "features": Tensor[B, frames, n_mels],
     "lengths": LongTensor[B] (frames holding signal, not zero padding),
@@ -266,6 +270,8 @@ def collate_features(
     """
     if not batch:
         raise ValueError("collate_features got an empty batch")
+    if pad_value is None:
+        pad_value = float(batch[0].get("_pad_value", -100.0))
     feats = [b["features"] for b in batch]
     n_mels = feats[0].shape[1]
     if max_frames is None:
@@ -292,7 +298,7 @@ def collate_features(
         out = torch.stack(rows)
     result: dict[str, Any] = {"ids": [b["id"] for b in batch], "features": out, "lengths": lengths}
     for key in batch[0]:
-        if key in ("id", "features"):
+        if key in ("id", "features") or key.startswith("_"):
             continue
         result[key] = [b.get(key) for b in batch]
     result.setdefault("texts", [[] for _ in batch])
