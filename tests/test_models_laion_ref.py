@@ -116,3 +116,16 @@ def test_text_embeddings_match_laion_clap(laion):
     ids = {"input_ids": torch.from_numpy(io["input_ids"]), "attention_mask": torch.from_numpy(io["attention_mask"])}
     got = embed_texts(model, ids).numpy()
     assert np.abs(got - io["text_embed"]).max() < 1e-5
+
+
+def test_laion_model_round_trips_through_a_model_folder(laion, tmp_path):
+    from audiocl.models import load_model
+
+    model, io = laion
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    ids = {"input_ids": torch.from_numpy(io["input_ids"]), "attention_mask": torch.from_numpy(io["attention_mask"])}
+    torch.testing.assert_close(embed_texts(loaded, ids), embed_texts(model, ids), rtol=0, atol=0)
+    wav = [io["audio_3s_int16"].astype(np.float32) / 32767.0]
+    torch.testing.assert_close(embed_waveforms(loaded, wav, 48000), embed_waveforms(model, wav, 48000), rtol=0, atol=0)
+    assert loaded.logit_scale.item() == pytest.approx(model.logit_scale.item())

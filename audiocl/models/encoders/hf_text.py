@@ -61,6 +61,14 @@ def default_text_model_dir() -> Path:
     return found
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    # a folder may hold only a model config (e.g. converted LAION RoBERTa, fed token ids)
+    return any((path / f).is_file() for f in _TOKENIZER_FILES)
+
+
 def _st_max_length(path: Path) -> int | None:
     # sentence-transformers records the sequence length the model was trained with
     for cand in (path / "sentence_bert_config.json", path.parent / "sentence_bert_config.json"):
@@ -143,7 +151,9 @@ class HFTextEncoder(nn.Module):
             # an unused pooler leaves parameters without gradients, which DDP
             # rejects (and it costs a matmul per batch): drop it
             self.model.pooler = None
-        tok_dir = p.tokenizer_path or (str(path) if path is not None else None)
+        tok_dir = p.tokenizer_path
+        if tok_dir is None and path is not None and _has_tokenizer_files(path):
+            tok_dir = str(path)
         self.tokenizer = None
         if tok_dir is not None:
             from transformers import AutoTokenizer
