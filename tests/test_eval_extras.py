@@ -170,7 +170,11 @@ def test_diagnostics_report_and_plot(tmp_path):
     jp, md = write_results(res, tmp_path / "diag.json")
     assert json.loads(jp.read_text())["pairs"]["audio|text"]["gap"] > 0
     assert (tmp_path / "diag.projection.png").read_bytes()[:4] == b"\x89PNG"
-    assert "projection.png" in md.read_text()
+    text = md.read_text()
+    assert "projection.png" in text and "## uniformity" in text
+    # the pair name's "|" is escaped so the Markdown table keeps its columns
+    row = next(line for line in text.splitlines() if line.startswith("| audio\\|text"))
+    assert row.count(" | ") == 4
 
 
 # ---------------------------------------------------------------- reports

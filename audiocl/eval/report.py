@@ -69,7 +69,8 @@ def _fmt(v: Any) -> str:
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    # a "|" inside a cell (e.g. the pair "audio|text") would split the column
+    out += ["| " + " | ".join(_fmt(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return out
 
 
@@ -89,12 +90,18 @@ def results_markdown(res: dict[str, Any], title: str | None = None) -> str:
         keys = list(res[dirs[0]].keys())
         lines += ["## Retrieval", ""]
         lines += _table(["direction", *keys], [[d, *[res[d].get(k) for k in keys]] for d in dirs]) + [""]
-    for section in ("targets", "directions"):
-        block = res.get(section)
-        if isinstance(block, dict) and block and all(isinstance(v, dict) for v in block.values()):
+    # any other section: a dict of scalars, or a dict of dicts of scalars (multiway
+    # targets, probe folds, diagnostics pairs/uniformity)
+    handled = {"text_to_audio", "audio_to_text", "folds", "fold_mean", "fold_std", "per_class", "projection"}
+    for section, block in res.items():
+        if section in handled or not isinstance(block, dict) or not block:
+            continue
+        if all(isinstance(v, dict) for v in block.values()):
             keys = sorted({k for v in block.values() for k in v if isinstance(v[k], (int, float))})
-            lines += [f"## Per {section[:-1]}", ""]
-            lines += _table([section[:-1], *keys], [[n, *[v.get(k) for k in keys]] for n, v in block.items()]) + [""]
+            lines += [f"## {section}", ""]
+            lines += _table(["", *keys], [[n, *[v.get(k) for k in keys]] for n, v in block.items()]) + [""]
+        elif all(isinstance(v, (int, float)) or v is None for v in block.values()):
+            lines += [f"## {section}", ""] + _table(["", "value"], list(block.items())) + [""]
     if isinstance(res.get("folds"), dict):
         folds = res["folds"]
         keys = sorted({k for v in folds.values() for k in v})
