@@ -312,3 +312,24 @@ def test_named_configs_build():
     assert 200_000 < n_audio < 500_000
     out = m({"audio": torch.randn(2, 100, 64), "text": ["un chien", "雨"]})
     assert out["embeddings"]["audio"].shape == (2, 256)
+
+
+def test_frozen_cached_tensor_tower_keyed_by_ids():
+    cfg = {
+        "embed_dim": 4,
+        "towers": {
+            "v": {"modality": "vector", "frozen": True, "cache": True, "encoder": {"type": "mlp", "input_dim": 3, "hidden": [5]}},
+        },
+    }
+    m = MultiTowerModel.from_config(cfg)
+    x = torch.randn(3, 3)
+    first = m({"v": x, "v_ids": ["a", "b", "c"]})["embeddings"]["v"]
+    cache = m.towers.v.cache
+    assert len(cache) == 3 and cache.misses == 3
+    # same ids, reordered: served from the cache, same rows
+    again = m({"v": x[[2, 0]], "v_ids": ["c", "a"]})["embeddings"]["v"]
+    assert cache.hits == 2
+    torch.testing.assert_close(again, first[[2, 0]], rtol=0, atol=0)
+    # the projection still trains through cached encoder outputs
+    again.sum().backward()
+    assert m.towers.v.projection.net[1].weight.grad is not None

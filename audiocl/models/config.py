@@ -95,7 +95,9 @@ class TowerConfig(_Strict):
     samples) and ``<input_key>_ids`` (cache keys for a frozen tower) are read
     when present. ``frozen`` freezes the encoder (LiT): no gradients, kept in
     eval mode; the projection still trains. ``cache`` (frozen towers only)
-    computes each unique input's encoder output once and reuses it.
+    computes each unique input's encoder output once and reuses it, keyed by
+    the text itself or by ``<input_key>_ids``; use ids only when an id always
+    means the same input (no random crops).
     """
 
     modality: Modality
