@@ -4,6 +4,28 @@ One file drives both the single-process and the Ray Train path. Every section
 rejects unknown keys (``extra="forbid"``) so a typo such as ``optim.lr_rate``
 fails loudly, naming the key and the file, instead of silently training with a
 default. Errors are :class:`audiocl.errors.InputError` (one line in the CLI).
+
+Example (every section optional except what the run needs)::
+
+    model: conf/model.yaml          # or the model config inline (audiocl.models)
+    loss: {name: clip}              # or terms: [{name: clip, weight: 1}, {name: siglip, weight: 0.5}]
+    data:
+      store: data/store             # made by `audiocl extract`
+      manifest: data/train.jsonl    # texts/labels joined by id
+      val_manifest: data/val.jsonl
+      batch_size: 256               # global: all workers and micro-batches together
+      micro_batch_size: 64          # gradient-cached accumulation per worker
+      max_frames: 1001
+      length_policy: rand_trunc
+      num_workers: 2
+      inputs: {audio: features, text: texts}
+    optim: {lr: 1.0e-4, weight_decay: 0.2, betas: [0.9, 0.98], eps: 1.0e-6}
+    schedule: {warmup_steps: 500, min_lr: 0.0}
+    train: {epochs: 10, precision: bf16, grad_clip: 1.0, val_every: 1000,
+            ckpt_every: 1000, best_metric: val_r1, best_mode: max, output_dir: exp/clap}
+    distributed: {workers: 1, gpus: 0}
+
+Command line: ``audiocl train --config FILE optim.lr=3e-4 data.batch_size=512``.
 """
 
 from __future__ import annotations
