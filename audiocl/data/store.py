@@ -232,6 +232,9 @@ class ShardResult:
     skipped: bool = False
     #: worker CPU seconds per stage (decode, resample, logmel, write); not stored
     cpu: dict[str, float] = field(default_factory=dict)
+    #: wall-clock (epoch seconds) when the worker started and finished the shard
+    t_start: float = 0.0
+    t_end: float = 0.0
 
 
 class StoreWriter:
