@@ -143,6 +143,8 @@ class DistributedConfig(_Strict):
     max_failures: int = Field(0, ge=-1)
     name: str | None = None
     storage_path: str | None = None
+    # set when some trainable tower gets no input (DDP must then look for unused parameters)
+    find_unused_parameters: bool = False
 
 
 class TrainingConfig(_Strict):

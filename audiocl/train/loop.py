@@ -188,7 +188,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DDP(self.model, device_ids=ids)
+            self.ddp = DDP(
+                self.model, device_ids=ids,
+                find_unused_parameters=cfg.distributed.find_unused_parameters,
+            )  # fmt: skip
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.epoch = 0

@@ -62,8 +62,13 @@ class ModelInputs:
     get one caption per item (random with the batch's generator, or the first).
     """
 
-    def __init__(self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str) -> None:
+    def __init__(
+        self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str, *, pass_ids: bool = False
+    ) -> None:
         self.mapping, self.keys, self.sampling = dict(mapping), dict(input_keys), sampling
+        # ids key a frozen tower's embedding cache; only sound when an item's
+        # features are the same every epoch (no random crop)
+        self.pass_ids = pass_ids
 
     def __call__(self, batch: dict[str, Any], batch_key: tuple[int, int, int]) -> dict[str, Any]:
         from audiocl.train.data import item_rng
@@ -85,6 +90,8 @@ class ModelInputs:
             out[key] = value
             if field == "features" and "lengths" in batch:
                 out[f"{key}_lengths"] = batch["lengths"]
+            if field == "features" and self.pass_ids and "ids" in batch:
+                out[f"{key}_ids"] = list(batch["ids"])
         return out
 
 
@@ -107,7 +114,10 @@ def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dic
     return TrainData(
         dataset=ds,
         collate=FeatureCollate(cfg.data.max_frames, policy),
-        to_inputs=ModelInputs(cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling),
+        to_inputs=ModelInputs(
+            cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling,
+            pass_ids="rand" not in policy,
+        ),  # fmt: skip
         order=order,
     )
 
