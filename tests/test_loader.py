@@ -176,3 +176,27 @@ def test_dataloader_with_workers(store) -> None:
 def test_log_floor_matches_frontend() -> None:
     assert log_floor(get_preset("laion_clap")) == pytest.approx(-100.0)
     assert log_floor(get_preset("speech16k")) == pytest.approx(np.log(1e-6))
+
+
+def test_waveform_dataset_and_collate(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    out = tmp_path / "wstore"
+    w = StoreWriter.create(out, StoreParams.from_frontend(CFG, kinds=("waveform",)))
+    wavs = {f"w{i}": (0.2 * rng.standard_normal(int(rng.integers(400, 3000)))).astype(np.float32)
+            for i in range(4)}
+    w.write_shard(0, "h", [{"id": k} for k in wavs], None, list(wavs.values()), [])
+    w.finalize(1)
+    with pytest.raises(AudioclError, match="holds no logmel"):
+        FeatureDataset(out)
+    ds = FeatureDataset(out, kind="waveform")
+    assert ds.num_frames().tolist() == [v.size for v in wavs.values()]
+    batch = [ds[i] for i in range(4)]
+    b = collate_features(batch)
+    assert b["features"].shape == (4, max(v.size for v in wavs.values()))
+    for i, k in enumerate(b["ids"]):
+        n = wavs[k].size
+        assert b["lengths"][i] == n
+        np.testing.assert_allclose(b["features"][i, :n].numpy(), wavs[k], atol=1.5 / 32768)
+        assert (b["features"][i, n:] == 0).all()
+    b = collate_features(batch, max_frames=1000, policy="repeatpad")
+    assert b["features"].shape == (4, 1000)

@@ -34,6 +34,9 @@ class FeatureDataset(Dataset):
     or, with a manifest, every manifest item that is in the store (items that
     failed extraction are left out, and counted in :attr:`missing`).
     ``fields`` names extra manifest fields (top-level or custom) to carry along.
+    ``kind="waveform"`` reads the store's resampled waveforms instead (for
+    waveform-input towers): ``features`` is then ``Tensor[samples]`` and
+    :func:`collate_features` pads with zeros and counts ``max_frames`` in samples.
     """
 
     def __init__(
@@ -44,11 +47,17 @@ class FeatureDataset(Dataset):
         *,
         fields: Sequence[str] = (),
         split: str | None = None,
+        kind: str = "logmel",
     ) -> None:
         self.store = store_dir if isinstance(store_dir, FeatureStore) else FeatureStore(store_dir)
-        if "logmel" not in self.store.kinds:
-            raise AudioclError(f"store at {self.store.dir} holds no log-mel features")
-        self._pad = log_floor(self.store.config)
+        if kind not in ("logmel", "waveform"):
+            raise AudioclError(f"kind must be 'logmel' or 'waveform', not {kind!r}")
+        if kind not in self.store.kinds:
+            raise AudioclError(
+                f"store at {self.store.dir} holds no {kind} (it holds {', '.join(self.store.kinds)})"
+            )
+        self.kind = kind
+        self._pad = log_floor(self.store.config) if kind == "logmel" else 0.0
         self.meta: dict[str, dict[str, Any]] = {}
         self.missing: list[str] = []
         self.fields = tuple(fields)
@@ -112,12 +121,17 @@ class FeatureDataset(Dataset):
         return np.asarray([self.store.shard_of(i) for i in self._ids], dtype=np.int64)
 
     def num_frames(self) -> np.ndarray:
-        return np.asarray([self.store.num_frames(i) for i in self._ids], dtype=np.int64)
+        """Frames (samples for ``kind="waveform"``) of each example, in dataset order."""
+        get = self.store.num_samples if self.kind == "waveform" else self.store.num_frames
+        return np.asarray([get(i) for i in self._ids], dtype=np.int64)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item_id = self._ids[index]
         # a copy: memmap slices are read-only and torch wants writable memory
-        feats = torch.from_numpy(np.array(self.store[item_id], dtype=np.float32))
+        if self.kind == "waveform":
+            feats = torch.from_numpy(self.store.waveform(item_id))
+        else:
+            feats = torch.from_numpy(np.array(self.store[item_id], dtype=np.float32))
         # the store's log floor travels with the example so that collate pads with
         # the right value without being told which front-end made the store
         out: dict[str, Any] = {"id": item_id, "features": feats, "_pad_value": self._pad}
@@ -263,6 +277,8 @@ def collate_features(
     :class:`FeatureDataset` examples carry (``_pad_value``; -100 dB for
     ``laion_clap``), else -100.
 
+    Waveform examples (``Tensor[samples]``) work the same way, counted in samples.
+
     Returns ``{"ids": list[str], "features": Tensor[B, frames, n_mels],
     "lengths": LongTensor[B] (frames holding signal, not zero padding),
     "texts": list[list[str]], "labels": list[list[str]], ...}``; any other key
@@ -273,16 +289,16 @@ def collate_features(
     if pad_value is None:
         pad_value = float(batch[0].get("_pad_value", -100.0))
     feats = [b["features"] for b in batch]
-    n_mels = feats[0].shape[1]
+    rest = tuple(feats[0].shape[1:])  # (n_mels,) for log-mels, () for waveforms
     if max_frames is None:
         T = max(int(f.shape[0]) for f in feats)
-        out = torch.full((len(batch), T, n_mels), float(pad_value), dtype=feats[0].dtype)
+        out = torch.full((len(batch), T, *rest), float(pad_value), dtype=feats[0].dtype)
         lengths = torch.zeros(len(batch), dtype=torch.long)
         for i, f in enumerate(feats):
             out[i, : f.shape[0]] = f
             lengths[i] = f.shape[0]
     else:
-        from audiocl.audio.length import apply_length_policy_frames
+        from audiocl.audio.length import apply_length_policy, apply_length_policy_frames
 
         if max_frames < 1:
             raise AudioclError(f"max_frames must be >= 1, not {max_frames}")
@@ -290,9 +306,12 @@ def collate_features(
         lengths = torch.zeros(len(batch), dtype=torch.long)
         for i, (b, f) in enumerate(zip(batch, feats)):
             arr = f.numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
-            y = apply_length_policy_frames(
-                arr, max_frames, policy, seed=seed, key=str(b["id"]), pad_value=pad_value
-            )
+            if arr.ndim == 1:  # waveform: zeros are the silence
+                y = apply_length_policy(arr, max_frames, policy, seed=seed, key=str(b["id"]))
+            else:
+                y = apply_length_policy_frames(
+                    arr, max_frames, policy, seed=seed, key=str(b["id"]), pad_value=pad_value
+                )
             rows.append(torch.as_tensor(np.ascontiguousarray(y)))
             lengths[i] = _valid_frames(int(arr.shape[0]), max_frames, policy)
         out = torch.stack(rows)
