@@ -305,6 +305,8 @@ def extract(
         raise
     if num_shards == 0:
         raise AudioclError(f"manifest {manifest} has no items")
+    if todo:
+        writer.invalidate_index()
 
     results: list[ShardResult] = []
     failures: list[str] = []

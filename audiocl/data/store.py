@@ -278,10 +278,13 @@ class StoreWriter:
         (d / SHARDS_DIR).mkdir(exist_ok=True)
         doc = {"format": FORMAT, "version": FORMAT_VERSION, "params": params.to_dict()}
         _atomic_write_text(d / FEATURES_JSON, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        # a fresh (or resumed) run re-derives the global index and errors at the end
-        for name in (INDEX_JSONL, ERRORS_JSONL):
-            (d / name).unlink(missing_ok=True)
         return cls(d, params)
+
+    def invalidate_index(self) -> None:
+        """Remove the global index and errors before shards change; :meth:`finalize`
+        writes them again, so a store is never readable with a stale index."""
+        for name in (INDEX_JSONL, ERRORS_JSONL):
+            (self.dir / name).unlink(missing_ok=True)
 
     # -- per shard
 
