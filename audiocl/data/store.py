@@ -475,10 +475,16 @@ def _write_npy(path: Path, arrays: Sequence[np.ndarray], dtype: str, n_mels: int
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     size = 0
     with open(tmp, "wb") as f:
-        for chunk in [buf.getvalue()] + [np.ascontiguousarray(a, dtype=dt).tobytes() for a in arrays]:
+        head = buf.getvalue()
+        f.write(head)
+        h.update(head)
+        size += len(head)
+        for a in arrays:
+            # the array's own buffer: no per-item copy of the frames
+            chunk = memoryview(np.ascontiguousarray(a, dtype=dt)).cast("B")
             f.write(chunk)
             h.update(chunk)
-            size += len(chunk)
+            size += chunk.nbytes
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
