@@ -145,3 +145,19 @@ def test_gram_degenerate_positive_has_finite_gradient(shared_dir: Path) -> None:
     )
     ref_loss.backward()
     assert not all(torch.isfinite(y.grad).all() for y in ys)
+
+
+def test_gram_k3_fused_backward_matches_autograd() -> None:
+    from audiocl.losses.gram import sqrt_abs
+
+    g = torch.Generator().manual_seed(4)
+    xs = [
+        (F.normalize(torch.randn(5, 7, generator=g, dtype=torch.float64), dim=1) * (0.5 + torch.rand(5, 1, generator=g, dtype=torch.float64))).requires_grad_()
+        for _ in range(3)
+    ]
+    assert torch.autograd.gradcheck(lambda a, b, c: gram_volume(a, [b, c]), xs)
+    w = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    fused = torch.autograd.grad((gram_volume(xs[0], xs[1:]) * w).sum(), xs)
+    general = torch.autograd.grad((sqrt_abs(gram_determinant(xs[0], xs[1:])) * w).sum(), xs)
+    for a, b in zip(fused, general):
+        torch.testing.assert_close(a, b)
