@@ -59,6 +59,29 @@ def test_audio_embeddings_match_laion_clap(converted: Path, ref: Path) -> None:
     assert np.abs(got - want).max() < 1e-4
 
 
+def test_three_line_api_on_files(converted: Path, ref: Path, tmp_path: Path) -> None:
+    """load_model -> embed_audio_files -> embed_texts, the documented three lines."""
+    import soundfile as sf
+
+    from audiocl.models import embed_audio_files, embed_texts, load_model
+
+    io = _io(ref)
+    paths = []
+    for name in ("audio_10s_int16", "audio_3s_int16"):
+        p = tmp_path / f"{name}.wav"
+        sf.write(str(p), io[name], 48000, subtype="PCM_16")  # int16 on disk, read back as int16/32768
+        paths.append(p)
+    model = load_model(converted)
+    a = embed_audio_files(model, paths)
+    t = embed_texts(model, {"input_ids": torch.from_numpy(io["input_ids"]),
+                            "attention_mask": torch.from_numpy(io["attention_mask"])})
+    want = np.concatenate([io["audio_embed_10s"], io["audio_embed_3s"]])
+    # soundfile scales by 1/32768, LAION by 1/32767: a 3e-5 gain, a constant 2.7e-4 dB
+    # shift of the log-mel; measured effect on the embeddings 1.1e-6
+    assert np.abs(a.numpy() - want).max() < 1e-5
+    assert a.shape == (2, 512) and t.shape == (3, 512)
+
+
 def test_text_embeddings_match_laion_clap(converted: Path, ref: Path) -> None:
     from audiocl.models import embed_texts, load_model
 
@@ -135,7 +158,9 @@ def test_roberta_base_shapes_infer_layers_and_heads(ref: Path) -> None:
     shapes["text_branch.embeddings.word_embeddings.weight"] = [50265, 768]
     shapes["module.text_branch.embeddings.position_ids"] = [1, 514]
     shapes = {("module." + k if not k.startswith("module.") else k): v for k, v in shapes.items()}
-    t = plan_laion(shapes).arch["text"]
+    plan = plan_laion(shapes)
+    assert "text_branch.embeddings.position_ids" in {k for k, _ in plan.dropped}
+    t = plan.arch["text"]
     assert (t["num_hidden_layers"], t["num_attention_heads"], t["vocab_size"]) == (12, 12, 50265)
     assert plan_laion(shapes, text_heads=16).arch["text"]["num_attention_heads"] == 16
 
