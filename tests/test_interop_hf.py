@@ -178,3 +178,58 @@ def test_refuses_non_clap_models(dirs: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(AudioclError, match="logit bias"):
         model_to_hf(m, tmp_path / "y")
     assert main(["convert", "from-hf", "--model", str(tmp_path), "--out", str(tmp_path / "z")]) == 2
+
+
+def test_fusion_model_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A (random) aff_2d fusion model: fusion front-end <-> ClapFeatureExtractor(fusion), 4-view input."""
+    from transformers import ClapModel
+
+    from audiocl.audio.frontend import get_preset
+    from audiocl.models import MultiTowerModel, load_model
+
+    torch.manual_seed(0)
+    cfg = {
+        "embed_dim": 24,
+        "towers": {
+            "audio": {"modality": "audio", "projection": {"type": "mlp"},
+                      "encoder": {"type": "htsat", "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2],
+                                  "enable_fusion": True, "fusion_type": "aff_2d"}},
+            "text": {"modality": "text", "projection": {"type": "mlp"},
+                     "encoder": {"type": "hf_text", "pooling": "pooler", "pretrained": False,
+                                 "hf_config": {"model_type": "roberta", "vocab_size": 100, "hidden_size": 32,
+                                               "num_hidden_layers": 1, "num_attention_heads": 2,
+                                               "intermediate_size": 37, "max_position_embeddings": 40}}},
+        },
+    }
+    model = MultiTowerModel.from_config(cfg, frontend=get_preset("laion_clap_fusion"))
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so dropping them would show
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    src = model.save_pretrained(tmp_path / "m")
+    assert main(["convert", "hf", "--model", str(src), "--out", str(tmp_path / "hf")]) == 0
+    assert "no tokenizer" in capsys.readouterr().out
+    assert main(["convert", "from-hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    fx = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert fx["truncation"] == "fusion"
+    a, b = load_model(src), load_model(tmp_path / "back")
+    hf = ClapModel.from_pretrained(str(tmp_path / "hf"), local_files_only=True).eval()
+    assert a.frontend == b.frontend
+    feats = torch.randn(3, 4, 1001, 64) * 10 - 40
+    longer = torch.tensor([True, False, True])
+    with torch.no_grad():
+        e_hf = hf.get_audio_features(input_features=feats, is_longer=longer[:, None]).pooler_output
+        e_a = a.towers["audio"]({"features": feats, "is_longer": longer})
+        e_b = b.towers["audio"]({"features": feats, "is_longer": longer})
+        ids = {"input_ids": torch.tensor([[0, 5, 9, 2], [0, 7, 2, 1]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
+        t_hf = hf.get_text_features(**ids).pooler_output
+        t_a = a.towers["text"](ids)
+    assert torch.allclose(e_hf, e_a, atol=1e-6, rtol=0) and torch.equal(e_a, e_b)
+    assert torch.allclose(t_hf, t_a, atol=1e-6, rtol=0)
+    # the local crops matter: changing them moves only the is_longer items
+    feats2 = feats.clone()
+    feats2[:, 1:] += 5
+    with torch.no_grad():
+        e2 = a.towers["audio"]({"features": feats2, "is_longer": longer})
+    assert torch.equal(e2[1], e_a[1]) and not torch.allclose(e2[0], e_a[0])
