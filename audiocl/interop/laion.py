@@ -16,7 +16,8 @@ Layout of the result (an ordinary audiocl model folder):
   projection (``text_projection``); max 77 tokens as LAION tokenises;
 - ``logit_scale`` = ``logit_scale_a`` (log-space, as LAION stores it);
 - ``frontend.json``: the ``laion_clap`` preset (48 kHz, 1024/480, 64 mels,
-  50-14000 Hz; the log-mel torchlibrosa computes inside the LAION model);
+  50-14000 Hz; the log-mel torchlibrosa computes inside the LAION model), or
+  ``laion_clap_fusion`` (HTK mels, 4-view fusion) for fusion checkpoints;
 - ``prompts.json``: ``["This is a sound of {}."]``.
 """
 
