@@ -76,7 +76,8 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path, store):
 
     cfg_b = _config(tmp_path, store, "killed")
     log_b = tmp_path / "killed" / "train_log.csv"
-    proc = subprocess.Popen(_cmd(cfg_b), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the interrupted run loads data in a worker process; batches must not depend on that
+    proc = subprocess.Popen(_cmd(cfg_b, "data.num_workers=1"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if len(_rows(log_b)) >= 8:
@@ -92,7 +93,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path, store):
     latest = find_latest(tmp_path / "killed")
     assert latest is not None and int(latest.name.split("_")[1]) in (4, 8, 12, 16)
 
-    again = subprocess.run(_cmd(cfg_b, "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_cmd(cfg_b, "data.num_workers=1", "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resume:" in again.stdout
     resumed = _rows(log_b)
