@@ -675,7 +675,7 @@ def summarize_store(store_dir: str | os.PathLike) -> dict[str, Any]:
         "items": len(store),
         "failed": len(errors),
         "failed_by_reason": dict(sorted(Counter(e.get("reason", "error") for e in errors).items())),
-        "shards": int(store.shard_array.max()) + 1 if len(store) else 0,
+        "shards": len(list((store.dir / SHARDS_DIR).glob("shard-*.done"))),
         "stored": list(params.kinds),
         "dtype": params.dtype,
         "shard_size": params.shard_size,
