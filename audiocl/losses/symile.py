@@ -27,9 +27,10 @@ holds the elementwise products of all row tuples of the middle modalities
 (``P = ones[1, d]`` for M = 2, ``P = x_2`` for M = 3). This one tensor of N^M
 logits serves **every** anchor: anchor m's log-sum-exp for its row reduces T
 over all indices but the m-th. It is computed in chunks of rows of x_1 as
-batched matmuls ``(x_1[chunk, None] * P[None]) @ x_M^T`` inside one custom
-autograd function (two passes: values, then gradients), so memory stays
-O(chunk * N^(M-1)) and the work is ~4 N^M d multiply-adds in all, against
+matmuls ``(x_1[chunk, None] * P[None]) @ x_M^T`` inside one custom autograd
+function (pass 1: values; pass 2: gradients, recomputing a chunk's logits
+unless the whole tensor is small enough to keep), so memory stays
+O(chunk * N^(M-1)) and the work is 3-4 N^M d multiply-adds in all, against
 3 per anchor (3 M in all) for a per-anchor autograd computation. No Python
 loop runs over candidate tuples and no N^(M-1) x d copy is concatenated.
 """
@@ -345,7 +346,8 @@ class SymileLoss(nn.Module):
     """Symile over the named modalities (M >= 2) of the model's output dict.
 
     Embeddings are gathered over ranks with gradient. In the O(N) form the
-    permutations are drawn on rank 0 (from ``generator`` or torch's global RNG)
+    permutations are drawn on rank 0 (from a generator seeded with ``seed``, or
+    torch's global RNG when ``seed`` is None)
     and broadcast, so every rank computes the same global loss. A batch may
     carry ``batch["symile_permutations"]`` to fix them. Every rank computes the
     loss of the whole gathered batch (the O(N^2) form shares one logit tensor
@@ -357,6 +359,7 @@ class SymileLoss(nn.Module):
         modalities: Sequence[str],
         negatives: str = "n_squared",
         chunk_elements: int = CHUNK_ELEMENTS,
+        seed: int | None = None,
     ):
         super().__init__()
         if len(modalities) < 2:
@@ -366,7 +369,10 @@ class SymileLoss(nn.Module):
         self.modalities = tuple(modalities)
         self.negatives = negatives
         self.chunk_elements = chunk_elements
-        self.generator: torch.Generator | None = None
+        # O(N) form: permutations come from this generator (seeded) or torch's global RNG
+        self.generator: torch.Generator | None = (
+            None if seed is None else torch.Generator().manual_seed(seed)
+        )
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> Tensor:
         xs = get_embeddings(outputs, self.modalities)
