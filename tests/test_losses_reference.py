@@ -161,3 +161,17 @@ def test_gram_k3_fused_backward_matches_autograd() -> None:
     general = torch.autograd.grad((sqrt_abs(gram_determinant(xs[0], xs[1:])) * w).sum(), xs)
     for a, b in zip(fused, general):
         torch.testing.assert_close(a, b)
+
+
+def test_fused_losses_under_bf16_autocast() -> None:
+    xs32 = [x.float() for x in _unit(12, 8, 3, seed=12)]
+    xs16 = [x.bfloat16().requires_grad_() for x in xs32]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s = symile_loss_n_squared(xs16, 10.0)
+        g = gram_loss(xs16[0], xs16[1:], 0.07)
+    (s + g).backward()
+    assert s.dtype == torch.float32 and g.dtype == torch.float32
+    assert all(torch.isfinite(x.grad).all() for x in xs16)
+    ref16 = [x.float() for x in xs16]  # the same (rounded) inputs in float32
+    torch.testing.assert_close(s, symile_loss_n_squared(ref16, 10.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g, gram_loss(ref16[0], ref16[1:], 0.07), rtol=1e-5, atol=1e-5)

@@ -63,3 +63,13 @@ def as_scale(t: Tensor | float, like: Tensor) -> Tensor:
     if isinstance(t, Tensor):
         return t.to(device=like.device, dtype=like.dtype)
     return torch.tensor(float(t), device=like.device, dtype=like.dtype)
+
+
+def upcast(x: Tensor) -> Tensor:
+    """Half-precision tensors to float32 (loss arithmetic in fp32); others unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def no_autocast(like: Tensor) -> torch.autocast:
+    """A context that turns autocast off on ``like``'s device (fused kernels use ``out=``)."""
+    return torch.autocast(device_type=like.device.type, enabled=False)

@@ -47,7 +47,13 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import check_same_shape, get_embeddings, get_logit_scale
+from audiocl.losses._common import (
+    check_same_shape,
+    get_embeddings,
+    get_logit_scale,
+    no_autocast,
+    upcast,
+)
 
 #: volumes below this get a bounded derivative (see module docstring).
 SQRT_EPS = 1e-6
@@ -219,10 +225,12 @@ class _Gram3Volume(torch.autograd.Function):
 
 def gram_volume(anchor: Tensor, others: Sequence[Tensor]) -> Tensor:
     """``V_ij = sqrt(|det G_ij|)`` -> [N_a, N_t]; finite gradient at zero volume."""
-    if len(others) == 2 and anchor.shape[1] == others[0].shape[1]:
-        check_same_shape(others)
-        return _Gram3Volume.apply(anchor, others[0], others[1])
-    return sqrt_abs(gram_determinant(anchor, others))
+    with no_autocast(anchor):  # determinants cancel badly in half precision
+        anchor, others = upcast(anchor), [upcast(x) for x in others]
+        if len(others) == 2 and anchor.shape[1] == others[0].shape[1]:
+            check_same_shape(others)
+            return _Gram3Volume.apply(anchor, others[0], others[1])
+        return sqrt_abs(gram_determinant(anchor, others))
 
 
 def gram_loss(

@@ -46,7 +46,14 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, check_same_shape, get_embeddings, get_logit_scale
+from audiocl.losses._common import (
+    as_scale,
+    check_same_shape,
+    get_embeddings,
+    get_logit_scale,
+    no_autocast,
+    upcast,
+)
 
 #: elements of one chunk's [C, R, N] logits block (8 MB in float32): small enough to
 #: stay in cache-friendly sizes, large enough for efficient matmuls.
@@ -241,12 +248,14 @@ def symile_lse_all_anchors(
     ``xs``: M >= 2 tensors [N, d]. The middle modalities' tuple products
     ``P`` [N^(M-2), d] are formed with autograd; everything else is fused.
     """
-    d = xs[0].shape[1]
-    t = as_scale(logit_scale, xs[0])
-    P = _tuple_products(xs[1:-1], d, xs[0])
-    N = xs[-1].shape[0]
-    chunk = _chunk_size(P.shape[0], N, chunk_elements)
-    return _SymileAllAnchorsLSE.apply(xs[0], P, xs[-1], t, chunk, len(xs) - 2)
+    with no_autocast(xs[0]):
+        xs = [upcast(x) for x in xs]
+        d = xs[0].shape[1]
+        t = as_scale(upcast(logit_scale) if isinstance(logit_scale, Tensor) else logit_scale, xs[0])
+        P = _tuple_products(xs[1:-1], d, xs[0])
+        N = xs[-1].shape[0]
+        chunk = _chunk_size(P.shape[0], N, chunk_elements)
+        return _SymileAllAnchorsLSE.apply(xs[0], P, xs[-1], t, chunk, len(xs) - 2)
 
 
 def symile_loss_n_squared(
@@ -267,6 +276,7 @@ def symile_loss_n_squared(
     if len(xs) < 2:
         raise AudioclError("symile needs at least two modalities")
     check_same_shape(xs)
+    xs = [upcast(x) for x in xs]
     N, M = xs[0].shape[0], len(xs)
     t = as_scale(logit_scale, xs[0])
     pos = t * mip(xs).sum()
