@@ -86,9 +86,10 @@ class GlobalBatchSampler:
         perm = self.permutation()
         for b in range(self.start, len(self)):
             chunk = perm[b * self.B : (b + 1) * self.B]
-            # contiguous split so that rank order == single-process order
-            per = -(-len(chunk) // self.world)
-            mine = chunk[self.rank * per : (self.rank + 1) * per]
+            # contiguous split so that rank order == single-process order; a
+            # short last batch is split as evenly as possible (sizes differ by
+            # at most one, never zero while it has at least `world` items)
+            mine = np.array_split(chunk, self.world)[self.rank]
             # rank-independent: collation seeds each item by (seed, id), so the
             # ranks' crops equal the single-process ones
             s = batch_seed(self.seed, self.epoch, b, 0)
