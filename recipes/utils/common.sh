@@ -10,8 +10,8 @@
 
 # Timestamped progress line on stderr: "2026-11-22 23:59:01 (run.sh:42:main) message".
 log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+  local fname=${BASH_SOURCE[1]:-$0}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname##*/}:${BASH_LINENO[0]:-0}:${FUNCNAME[1]:-main}) $*" >&2
 }
 
 die() {

@@ -1,0 +1,185 @@
+"""recipes/clap_sfx stages 0-1 on a small subset of the real Debian sound packages,
+and the shared recipe shell helpers (recipes/utils/common.sh)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "clap_sfx"
+COMMON = REPO / "recipes" / "utils" / "common.sh"
+PACKAGES = [
+    "wesnoth-1.16-data", "lmms-common", "oxygen-sounds", "sound-theme-freedesktop",
+    "tuxpaint-data", "fluid-soundfont-gm",
+]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, RECIPE / "local" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _installed(pkg: str) -> bool:
+    if shutil.which("dpkg-query") is None:
+        return False
+    res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+    return "install ok installed" in res.stdout
+
+
+needs_packages = pytest.mark.skipif(
+    not all(_installed(p) for p in PACKAGES) or shutil.which("fluidsynth") is None,
+    reason="Debian sound packages / fluidsynth not installed (recipes/clap_sfx/run.sh stage 0 installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def bc():
+    return _load("build_corpus")
+
+
+@pytest.fixture(scope="module")
+def label_map(bc):
+    return bc.load_label_map(RECIPE / "local" / "label_map.yaml")
+
+
+@needs_packages
+def test_label_map_covers_every_file(bc, label_map):
+    exts = {e.lower() for e in label_map["extensions"]}
+    total = 0
+    for name, src in label_map["sources"].items():
+        files = bc.list_source(name, src, exts)
+        assert files, f"source {name} lists no sound files"
+        for _path, rel in files:
+            rule = bc.match_rule(src["rules"], rel)
+            assert rule is not None, f"{name}: no rule matches {rel}"
+            assert rule.label is not None or rule.why
+        total += len(files)
+    assert total > 500
+
+
+def test_rules_first_match_and_captions(bc, label_map):
+    rules = label_map["sources"]["wesnoth"]["rules"]
+    assert bc.match_rule(rules, "data/core/sounds/wolf-growl-1.ogg").label == "wolf growl"
+    assert bc.match_rule(rules, "data/core/sounds/wolf-die-2.ogg").label == "dog yelp"
+    assert bc.match_rule(rules, "data/core/sounds/crossbow-miss.ogg").label == "crossbow"
+    caps = bc.captions("oboe", label_map["templates"], ["x"])
+    assert "the sound of an oboe" in caps and "oboe sound effect" in caps and caps[-1] == "x"
+    assert len(caps) == len(set(caps)) >= 4
+
+
+def test_clip_spans(bc):
+    clip = {"max_whole": 6.0, "length": 5.0, "min_last": 1.5}
+    assert bc.clip_spans(3.2, clip) == [(0.0, None)]
+    assert bc.clip_spans(12.0, clip) == [(0.0, 5.0), (5.0, 5.0), (10.0, 1.999)]  # a 2 s rest is kept
+    spans = bc.clip_spans(16.0, clip)
+    assert spans[:3] == [(0.0, 5.0), (5.0, 5.0), (10.0, 5.0)] and len(spans) == 3  # 1 s rest dropped
+
+
+def test_midi_file_is_valid(bc, tmp_path):
+    p = tmp_path / "x.mid"
+    bc.write_midi(p, [(0.0, bytes([0xC0, 56])), (0.1, bytes([0x90, 60, 100])), (1.0, bytes([0x80, 60, 0]))])
+    raw = p.read_bytes()
+    assert raw[:4] == b"MThd" and raw[14:18] == b"MTrk"
+    assert int.from_bytes(raw[18:22], "big") == len(raw) - 22
+    assert raw.endswith(b"\xff\x2f\x00")
+    assert bc._vlq(0x80) == b"\x81\x00" and bc._vlq(0x3FFF) == b"\xff\x7f"
+
+
+@needs_packages
+def test_corpus_and_manifests_on_a_subset(bc, tmp_path):
+    mm = _load("make_manifests")
+    corpus = tmp_path / "corpus"
+    assert bc.main(["--out", str(corpus), "--max-files-per-source", "8", "--gm-programs", "6"]) == 0
+    from audiocl.data.manifest import read_manifest
+
+    items = list(read_manifest(corpus / "corpus.jsonl"))
+    stats = json.loads((corpus / "corpus_stats.json").read_text())
+    assert len(items) == stats["items"] > 40
+    heldout = set(yaml.safe_load((RECIPE / "local" / "label_map.yaml").read_text())["heldout"])
+    assert set(stats["heldout"]) == heldout
+    pkgs = {it.source for it in items}
+    assert "fluid-soundfont-gm" in pkgs and len(pkgs) >= 5
+    file_splits = defaultdict(set)
+    for it in items:
+        assert it.texts and all(t.strip() for t in it.texts), it.id
+        assert it.labels and it.labels[0] in it.texts[-1] or it.labels[0] in " ".join(it.texts)
+        assert it.license and "/usr/share/doc/" in it.license, it.id
+        assert it.source in PACKAGES
+        assert "esc" not in it.path.lower()
+        file_splits[it.custom["source_file"]].add(it.split)
+        if it.split != "zeroshot":
+            assert not heldout & set(it.labels), it.id
+        else:
+            assert set(it.labels) <= heldout
+        info = sf.info(it.path)
+        end = it.start + (it.duration or 0.0)
+        assert end <= info.duration + 0.05, it.id
+    assert all(len(s) == 1 for s in file_splits.values()), "a source file reached two splits"
+    # GM takes: several clips (notes) per rendered take, all in one split
+    gm = [it for it in items if it.source == "fluid-soundfont-gm"]
+    assert gm and all(it.duration in (1.0, 2.0) for it in gm)
+    assert len({it.custom["source_file"] for it in gm}) < len(gm)
+    x, sr = sf.read(gm[0].path, start=0, stop=int(2.0 * 48000))
+    assert sr == 48000 and abs(x).max() > 0.01, "fluidsynth rendered silence"
+
+    out = tmp_path / "manifests"
+    counts = mm.make(corpus, out)
+    assert counts["all"] == len(items) == sum(counts[s] for s in mm.SPLITS)
+    train = list(read_manifest(out / "train.jsonl"))
+    assert train and not any(heldout & set(it.labels) for it in train)
+    zs = list(read_manifest(out / "zeroshot.jsonl"))
+    classes = (out / "zeroshot_classes.txt").read_text().split("\n")[:-1]
+    assert set(classes) == {it.labels[0] for it in zs} and set(classes) <= heldout
+    assert "{}" in (out / "prompts.txt").read_text()
+
+
+def _bash(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script, "run.sh", *args], capture_output=True, text=True)
+
+
+SCRIPT = f"""set -euo pipefail
+stage=0; stop_stage=100; nj=2
+_recipe_options="stage stop_stage nj"
+. {COMMON}
+for n in 0 1 2 3; do if stage_enabled $n; then echo "run $n"; fi; done
+echo "nj=$nj"
+"""
+
+
+def test_common_sh_options_and_stages(tmp_path):
+    r = _bash(SCRIPT, "--stage", "1", "--stop-stage", "2", "--nj", "4")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["run 1", "run 2", "nj=4"]
+    r = _bash(SCRIPT, "--stop_stage=0")
+    assert r.returncode == 0 and r.stdout.startswith("run 0\nnj=2"), r.stderr
+    r = _bash(SCRIPT, "--stop-sage", "2")
+    assert r.returncode != 0 and "unknown option --stop-sage" in r.stderr
+    r = _bash(SCRIPT, "--nj")
+    assert r.returncode != 0 and "needs a value" in r.stderr
+    # log lines carry a timestamp; .done markers
+    marker = f"""set -euo pipefail
+stage=0; stop_stage=1; _recipe_options="stage stop_stage"
+. {COMMON}
+done_dir={tmp_path}/done
+stage_done s0 && echo before
+mark_done s0
+stage_done s0 && echo after
+log hello
+"""
+    r = _bash(marker)
+    assert r.returncode == 0 and r.stdout == "after\n", r.stderr
+    assert (tmp_path / "done" / "s0.done").is_file()
+    assert r.stderr.rstrip().endswith("hello") and r.stderr[:2] == "20"
