@@ -72,6 +72,8 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path, store):
     done = subprocess.run(_cmd(cfg_a), env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     full = _rows(tmp_path / "full" / "train_log.csv")
+    assert list((tmp_path / "full" / "tensorboard").glob("events.out.tfevents.*"))
+    assert all(0.0 <= float(r["data_wait_frac"]) <= 1.0 and float(r["throughput"]) > 0 for r in full)
     assert [int(r["step"]) for r in full] == list(range(1, 19))
 
     cfg_b = _config(tmp_path, store, "killed")
