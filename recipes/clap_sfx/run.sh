@@ -30,6 +30,12 @@ done_dir=${exp}/.done
 mkdir -p "${data}" "${exp}"
 [ "${force}" = true ] && rm -f "${done_dir}"/stage*.done
 echo "$0 $*" > "${exp}/command.txt"
+# the repository's virtual environment (made by `make install`) when none is active
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
+  PATH="$(cd ../../.venv/bin && pwd):${PATH}"
+  export PATH
+fi
+need_cmd audiocl "install audiocl first: make install (from the repository root)"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # Front-end: the laion_clap log-mel recipe at 16 kHz (512-point FFT, 10 ms hop,
