@@ -189,34 +189,48 @@ class _Gram3Volume(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, v: Tensor, s: Tensor) -> Tensor:  # type: ignore[override]
+        # written as in-place passes over [N_a, N_t]: this function is memory-bound
         n_t = v.shape[0]
         c = (a * a).sum(-1)
         b00, b11, b01 = (v * v).sum(-1), (s * s).sum(-1), (v * s).sum(-1)
         det_b = b00 * b11 - b01 * b01
-        g = a @ torch.cat([v, s], 0).T
+        vs = torch.cat([v, s], 0)
+        g = a @ vs.T
         g0, g1 = g[:, :n_t], g[:, n_t:]
-        quad = b11 * (g0 * g0) + b00 * (g1 * g1) - (2.0 * b01) * (g0 * g1)
-        det = torch.outer(c, det_b).sub_(quad)
+        det = torch.outer(c, det_b)
+        tmp = torch.mul(g0, g0)
+        det.addcmul_(tmp, b11, value=-1.0)
+        torch.mul(g1, g1, out=tmp)
+        det.addcmul_(tmp, b00, value=-1.0)
+        torch.mul(g0, g1, out=tmp)
+        det.addcmul_(tmp, b01, value=2.0)
         vol = det.abs().sqrt_()
-        ctx.save_for_backward(a, v, s, g, det, vol, c, b00, b11, b01, det_b)
+        # dV/ddet with the bounded derivative of sqrt_abs
+        dvdd = torch.sign(det, out=det).mul_(0.5).div_(torch.clamp_min(vol, SQRT_EPS, out=tmp))
+        ctx.save_for_backward(a, vs, g, dvdd, c, b00, b11, b01, det_b)
         return vol
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        a, v, s, g, det, vol, c, b00, b11, b01, det_b = ctx.saved_tensors
-        n_t = v.shape[0]
+        a, vs, g, dvdd, c, b00, b11, b01, det_b = ctx.saved_tensors
+        n_t = vs.shape[0] // 2
+        v, s = vs[:n_t], vs[n_t:]
         g0, g1 = g[:, :n_t], g[:, n_t:]
-        w = grad * torch.sign(det) * 0.5 / vol.clamp_min(SQRT_EPS)
+        w = grad * dvdd  # dL/ddet
+        wg0, wg1 = w * g0, w * g1
         dg = torch.empty_like(g)
         dg0, dg1 = dg[:, :n_t], dg[:, n_t:]
-        torch.mul(w, b11 * g0 - b01 * g1, out=dg0).mul_(-2.0)
-        torch.mul(w, b00 * g1 - b01 * g0, out=dg1).mul_(-2.0)
+        torch.mul(wg0, -2.0 * b11, out=dg0).addcmul_(wg1, 2.0 * b01)
+        torch.mul(wg1, -2.0 * b00, out=dg1).addcmul_(wg0, 2.0 * b01)
         wc = w.T @ c  # [N_t]: sum_i w_ij c_i
-        d_b00 = wc * b11 - (w * g1 * g1).sum(0)
-        d_b11 = wc * b00 - (w * g0 * g0).sum(0)
-        d_b01 = 2.0 * (w * g0 * g1).sum(0) - 2.0 * wc * b01
+        tmp = torch.mul(wg1, g1)
+        d_b00 = wc * b11 - tmp.sum(0)
+        torch.mul(wg0, g0, out=tmp)
+        d_b11 = wc * b00 - tmp.sum(0)
+        torch.mul(wg0, g1, out=tmp)
+        d_b01 = 2.0 * tmp.sum(0) - 2.0 * wc * b01
         d_c = w @ det_b  # [N_a]
-        da = dg @ torch.cat([v, s], 0) + 2.0 * d_c[:, None] * a
+        da = (dg @ vs).add_(a * (2.0 * d_c)[:, None])
         dvs = dg.T @ a  # [2 N_t, d]
         dv = dvs[:n_t] + 2.0 * d_b00[:, None] * v + d_b01[:, None] * s
         ds = dvs[n_t:] + 2.0 * d_b11[:, None] * s + d_b01[:, None] * v
