@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -262,6 +263,8 @@ def test_cluster_head_started_separately_gives_same_store(resume_corpus, tmp_pat
         except ProcessLookupError:
             pass
         head.wait(timeout=30)
+        time.sleep(0.5)  # let the killed daemons release their session files
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------- refusals (no Ray)
