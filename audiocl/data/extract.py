@@ -59,11 +59,12 @@ class ShardWorker:
     and returns the shard's counts.
     """
 
-    def __init__(self, store_dir: str) -> None:
+    def __init__(self, store_dir: str, single_thread: bool = True) -> None:
         import torch
 
-        # one thread per actor: the pool, not torch, provides the parallelism
-        torch.set_num_threads(1)
+        if single_thread:
+            # one thread per actor: the pool, not torch, provides the parallelism
+            torch.set_num_threads(1)
         from audiocl.audio.frontend import FrontendConfig, LogMel
 
         # parameters come from the store itself (shared file system), not through Ray
@@ -341,7 +342,7 @@ def extract(
         if todo and use_ray:
             started_ray = _run_ray(todo, out, params, workers, address, record, timing)
         elif todo:
-            w = _InProcess(str(out))
+            w = _InProcess(str(out), single_thread=False)
             for t in todo:
                 record({k: v[0] for k, v in w({"shard": np.asarray([t["shard"]]),
                                                "spec": np.asarray([t["spec"]]),
@@ -441,8 +442,17 @@ def _run_ray(
         fn_constructor_kwargs={"store_dir": str(out)},
         num_cpus=1,
     )
-    for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
-        record({k: v[0] for k, v in batch.items()})
+    try:
+        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
+            record({k: v[0] for k, v in batch.items()})
+    except ray.exceptions.RayError as err:
+        # e.g. an actor that cannot reach the store folder on another node; the
+        # shards finished so far are kept
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        raise AudioclError(
+            f"extraction failed under Ray ({type(err).__name__}: {lines[-1] if lines else ''}); "
+            "finished shards are kept: fix the cause and run again with --resume"
+        ) from err
     return started
 
 
