@@ -26,6 +26,7 @@ import soundfile as sf
 from audiocl.audio.frontend import compute_logmel, get_preset
 from audiocl.audio.io import load_mono
 from audiocl.data.store import FeatureStore, content_hash
+from audiocl.errors import AudioclError
 
 AUDIOCL = [sys.executable, "-m", "audiocl.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -296,3 +297,23 @@ def test_bad_manifest_line_names_line_and_field_and_writes_nothing(tmp_path: Pat
     assert "m.jsonl:3" in r.stderr and "start" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_concurrent_extraction_into_one_store_refused(tmp_path: Path, tiny_wav_factory) -> None:
+    import fcntl
+
+    from audiocl.data.extract import extract
+
+    wav = tiny_wav_factory("a.wav", seconds=0.3)
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "a", "path": str(wav)}])
+    out = tmp_path / "store"
+    cfg = get_preset("speech16k")
+    extract(manifest, out, cfg, use_ray=False, progress=False)
+    fd = os.open(out / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
+        with pytest.raises(AudioclError, match="another extraction is writing"):
+            extract(manifest, out, cfg, use_ray=False, progress=False, resume=True)
+    finally:
+        os.close(fd)
+    assert extract(manifest, out, cfg, use_ray=False, progress=False, resume=True)["done"] == 1

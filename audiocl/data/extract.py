@@ -17,6 +17,7 @@ block whose task raised, so an uncaught error would lose the whole shard.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -226,6 +227,23 @@ def plan_shards(
         yield flush()
 
 
+@contextlib.contextmanager
+def _store_lock(out: Path) -> Iterator[None]:
+    """Exclusive lock on the store for this run: two extractions into one folder
+    would overwrite each other's shards. The kernel drops it if the process dies."""
+    import fcntl
+
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AudioclError(f"another extraction is writing to {out} right now") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _init_ray(address: str | None, workers: int) -> tuple[bool, int]:
     """Connect to a cluster (address or RAY_ADDRESS) or start a local instance sized
     to ``workers``. Returns (whether we started/connected it, CPUs available)."""
@@ -283,119 +301,120 @@ def extract(
     out = Path(out).resolve()
     existed = out.exists()
     writer = StoreWriter.create(out, params, resume=resume)
-    work = out / WORK_DIR
-    for stale in (out / SHARDS_DIR).glob(".*.tmp-*"):
-        stale.unlink(missing_ok=True)  # left by a killed run
-    todo: list[dict[str, Any]] = []
-    skipped: list[ShardResult] = []
-    num_shards = 0
-    total_items = 0
-    try:
-        for shard, spec, spec_hash, n in plan_shards(manifest, work, params.shard_size):
-            num_shards += 1
-            total_items += n
-            if resume and writer.is_done(shard, spec_hash):
-                skipped.append(writer.shard_result(shard))
+    with _store_lock(out):
+        work = out / WORK_DIR
+        for stale in (out / SHARDS_DIR).glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)  # left by a killed run
+        todo: list[dict[str, Any]] = []
+        skipped: list[ShardResult] = []
+        num_shards = 0
+        total_items = 0
+        try:
+            for shard, spec, spec_hash, n in plan_shards(manifest, work, params.shard_size):
+                num_shards += 1
+                total_items += n
+                if resume and writer.is_done(shard, spec_hash):
+                    skipped.append(writer.shard_result(shard))
+                else:
+                    todo.append({"shard": shard, "spec": str(spec), "spec_hash": spec_hash, "n": n})
+        except AudioclError:
+            # a bad manifest writes nothing: remove what this run created
+            shutil.rmtree(work, ignore_errors=True)
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        if num_shards == 0:
+            raise AudioclError(f"manifest {manifest} has no items")
+        if todo:
+            writer.invalidate_index()
+
+        results: list[ShardResult] = []
+        failures: list[str] = []
+        t_work = time.perf_counter()
+        items_todo = sum(t["n"] for t in todo)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=items_todo, unit="clip", desc=f"extract -> {out.name}",
+                       file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+        if skipped and progress:
+            print(f"resume: {len(skipped)} of {num_shards} shards already done", file=sys.stderr)
+
+        def record(row: dict[str, Any]) -> None:
+            if row["error"]:
+                failures.append(f"{shard_name(int(row['shard']))}: {row['error']}")
             else:
-                todo.append({"shard": shard, "spec": str(spec), "spec_hash": spec_hash, "n": n})
-    except AudioclError:
-        # a bad manifest writes nothing: remove what this run created
+                r = ShardResult(int(row["shard"]), int(row["done"]), int(row["failed"]),
+                                json.loads(str(row["reasons"])), cpu=json.loads(str(row["cpu"])),
+                                t_start=float(row["t_start"]), t_end=float(row["t_end"]))
+                results.append(r)
+            if bar is not None:
+                n = next(t["n"] for t in todo if t["shard"] == int(row["shard"]))
+                bar.update(n)
+                bar.set_postfix(shards=f"{len(results) + len(skipped)}/{num_shards}",
+                                failed=sum(r.failed for r in results))
+
+        started_ray = False
+        timing: dict[str, float] = {}
+        try:
+            if todo and use_ray:
+                started_ray = _run_ray(todo, out, params, workers, address, record, timing)
+            elif todo:
+                w = _InProcess(str(out), single_thread=False)
+                for t in todo:
+                    record({k: v[0] for k, v in w({"shard": np.asarray([t["shard"]]),
+                                                   "spec": np.asarray([t["spec"]]),
+                                                   "spec_hash": np.asarray([t["spec_hash"]])}).items()})
+        finally:
+            if bar is not None:
+                bar.close()
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+        # clips/s counts from the moment Ray is up (actor start-up included), so a
+        # one-off ray.init does not hide the steady rate; the wall time has everything
+        wall_work = time.perf_counter() - t_work - timing.get("ray_init", 0.0)
+        if failures:
+            raise AudioclError(
+                f"{len(failures)} shard(s) could not be written (run again with --resume): "
+                + "; ".join(failures[:3])
+            )
+        writer.finalize(num_shards)
         shutil.rmtree(work, ignore_errors=True)
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    if num_shards == 0:
-        raise AudioclError(f"manifest {manifest} has no items")
-    if todo:
-        writer.invalidate_index()
-
-    results: list[ShardResult] = []
-    failures: list[str] = []
-    t_work = time.perf_counter()
-    items_todo = sum(t["n"] for t in todo)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=items_todo, unit="clip", desc=f"extract -> {out.name}",
-                   file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
-    if skipped and progress:
-        print(f"resume: {len(skipped)} of {num_shards} shards already done", file=sys.stderr)
-
-    def record(row: dict[str, Any]) -> None:
-        if row["error"]:
-            failures.append(f"{shard_name(int(row['shard']))}: {row['error']}")
-        else:
-            r = ShardResult(int(row["shard"]), int(row["done"]), int(row["failed"]),
-                            json.loads(str(row["reasons"])), cpu=json.loads(str(row["cpu"])),
-                            t_start=float(row["t_start"]), t_end=float(row["t_end"]))
-            results.append(r)
-        if bar is not None:
-            n = next(t["n"] for t in todo if t["shard"] == int(row["shard"]))
-            bar.update(n)
-            bar.set_postfix(shards=f"{len(results) + len(skipped)}/{num_shards}",
-                            failed=sum(r.failed for r in results))
-
-    started_ray = False
-    timing: dict[str, float] = {}
-    try:
-        if todo and use_ray:
-            started_ray = _run_ray(todo, out, params, workers, address, record, timing)
-        elif todo:
-            w = _InProcess(str(out), single_thread=False)
-            for t in todo:
-                record({k: v[0] for k, v in w({"shard": np.asarray([t["shard"]]),
-                                               "spec": np.asarray([t["spec"]]),
-                                               "spec_hash": np.asarray([t["spec_hash"]])}).items()})
-    finally:
-        if bar is not None:
-            bar.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-    # clips/s counts from the moment Ray is up (actor start-up included), so a
-    # one-off ray.init does not hide the steady rate; the wall time has everything
-    wall_work = time.perf_counter() - t_work - timing.get("ray_init", 0.0)
-    if failures:
-        raise AudioclError(
-            f"{len(failures)} shard(s) could not be written (run again with --resume): "
-            + "; ".join(failures[:3])
-        )
-    writer.finalize(num_shards)
-    shutil.rmtree(work, ignore_errors=True)
-    all_results = results + skipped
-    reasons: Counter[str] = Counter()
-    for r in all_results:
-        reasons.update(r.reasons)
-    done_now = sum(r.done + r.failed for r in results)
-    summary = {
-        "store": str(out),
-        "items": total_items,
-        "done": sum(r.done for r in all_results),
-        "failed": sum(r.failed for r in all_results),
-        "failed_by_reason": dict(sorted(reasons.items())),
-        "shards": num_shards,
-        "shards_resumed": len(skipped),
-        "processed_this_run": done_now,
-        "workers": int(workers) if use_ray else 1,
-        "ray_init_seconds": round(timing.get("ray_init", 0.0), 3),
-        "extract_seconds": round(wall_work, 3),
-        "wall_seconds": round(time.perf_counter() - t0, 3),
-        "clips_per_second": round(done_now / wall_work, 2) if wall_work > 0 and done_now else 0.0,
-        # from the first shard begun to the last one written: the pipeline's rate
-        # once the actors are up (their start-up, a few seconds, is not in it)
-        "steady_clips_per_second": _steady_rate(results, done_now),
-        # worker CPU time per processed clip and stage: comparable on a busy machine,
-        # where wall-clock rates mostly measure the other users
-        "cpu_ms_per_clip": {
-            k: round(1000 * sum(r.cpu.get(k, 0.0) for r in results) / done_now, 3)
-            for k in ("decode", "resample", "logmel", "write")
-        } if done_now else {},
-    }
-    with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
-        f.write(_canonical({"time": time.time(), **summary}) + "\n")
-    return summary
+        all_results = results + skipped
+        reasons: Counter[str] = Counter()
+        for r in all_results:
+            reasons.update(r.reasons)
+        done_now = sum(r.done + r.failed for r in results)
+        summary = {
+            "store": str(out),
+            "items": total_items,
+            "done": sum(r.done for r in all_results),
+            "failed": sum(r.failed for r in all_results),
+            "failed_by_reason": dict(sorted(reasons.items())),
+            "shards": num_shards,
+            "shards_resumed": len(skipped),
+            "processed_this_run": done_now,
+            "workers": int(workers) if use_ray else 1,
+            "ray_init_seconds": round(timing.get("ray_init", 0.0), 3),
+            "extract_seconds": round(wall_work, 3),
+            "wall_seconds": round(time.perf_counter() - t0, 3),
+            "clips_per_second": round(done_now / wall_work, 2) if wall_work > 0 and done_now else 0.0,
+            # from the first shard begun to the last one written: the pipeline's rate
+            # once the actors are up (their start-up, a few seconds, is not in it)
+            "steady_clips_per_second": _steady_rate(results, done_now),
+            # worker CPU time per processed clip and stage: comparable on a busy machine,
+            # where wall-clock rates mostly measure the other users
+            "cpu_ms_per_clip": {
+                k: round(1000 * sum(r.cpu.get(k, 0.0) for r in results) / done_now, 3)
+                for k in ("decode", "resample", "logmel", "write")
+            } if done_now else {},
+        }
+        with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
+            f.write(_canonical({"time": time.time(), **summary}) + "\n")
+        return summary
 
 
 def _steady_rate(results: list[ShardResult], n: int) -> float:
