@@ -29,7 +29,6 @@ exp=exp/clap_sfx
 done_dir=${exp}/.done
 mkdir -p "${data}" "${exp}"
 [ "${force}" = true ] && rm -f "${done_dir}"/stage*.done
-echo "$0 $*" > "${exp}/command.txt"
 # the repository's virtual environment (made by `make install`) when none is active
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
   PATH="$(cd ../../.venv/bin && pwd):${PATH}"
@@ -57,7 +56,9 @@ run_stage() {  # run_stage N name command...: timed, skipped when its .done mark
   t0=$(now_s)
   "$@"
   local dt=$(( $(now_s) - t0 ))
-  printf '%s\t%s\t%s\n' "${n}" "${name}" "${dt}" >> "${exp}/timings.tsv"
+  # the 1-minute load average says how shared the machine was while the stage ran
+  printf '%s\t%s\t%s\t%s\n' "${n}" "${name}" "${dt}" "$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo -)" \
+    >> "${exp}/timings.tsv"
   mark_done "stage${n}"
   log "stage ${n}: finished in ${dt} s"
 }
@@ -80,6 +81,7 @@ stage2() {
 }
 
 stage3() {
+  echo "${cmdline}" > "${exp}/command.txt"
   rm -rf "${exp}/train"
   # shellcheck disable=SC2086
   audiocl train --config "${train_config}" --output "${exp}/train" ${train_args} | tee "${exp}/train_summary.json"
@@ -111,6 +113,7 @@ stage5() {
   ${python} local/write_results.py --data "${data}" --exp "${exp}" --out RESULTS.md
 }
 
+cmdline="$0 $*"
 t_start=$(now_s)
 run_stage 0 "Debian sound packages and the audio-text corpus" stage0
 run_stage 1 "train/val/test/zeroshot manifests" stage1

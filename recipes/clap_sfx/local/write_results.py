@@ -228,11 +228,15 @@ def write(data: Path, exp: Path, out: Path) -> str:
 
     L.append("## Time per stage (wall clock, this run)\n")
     if timings:
-        L.append("| stage | what | seconds |")
-        L.append("|---|---|---|")
-        for n, name, sec in timings:
-            L.append(f"| {n} | {name} | {sec} |")
+        L.append("| stage | what | seconds | load average at the end (2 cores) |")
+        L.append("|---|---|---|---|")
+        for row in timings:
+            n, name, sec = row[:3]
+            load = row[3] if len(row) > 3 else "-"
+            L.append(f"| {n} | {name} | {sec} | {load} |")
         L.append("")
+        L.append("The machine was shared with other jobs; a load average above 2 means the stage "
+                 "got only part of the two cores, so these times are upper bounds.\n")
     if extract_sum:
         L.append(f"Extraction: {extract_sum.get('done')} clips, {extract_sum.get('failed')} failed, "
                  f"{extract_sum.get('clips_per_second')} clips/s with {extract_sum.get('workers')} Ray workers.\n")
