@@ -60,7 +60,7 @@ class ShardWorker:
     and returns the shard's counts.
     """
 
-    def __init__(self, store_dir: str, single_thread: bool = True) -> None:
+    def __init__(self, store_dir: str, single_thread: bool = True, logmel: Any = None) -> None:
         import torch
 
         if single_thread:
@@ -72,7 +72,14 @@ class ShardWorker:
         self.params = read_params(store_dir)
         self.writer = StoreWriter(store_dir, self.params)
         self.cfg = FrontendConfig.from_dict(self.params.frontend)
-        self.logmel = LogMel(self.cfg).eval() if "logmel" in self.params.kinds else None
+        self.logmel = None
+        if "logmel" in self.params.kinds:
+            if logmel is not None and logmel.cfg.hash() == self.cfg.hash():
+                # built by the driver and unpickled here: the actor skips building the
+                # mel filterbank (librosa's import alone is seconds on a busy machine)
+                self.logmel = logmel.eval()
+            else:
+                self.logmel = LogMel(self.cfg).eval()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = []
@@ -453,12 +460,17 @@ def _run_ray(
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
+    logmel = None
+    if "logmel" in params.kinds:
+        from audiocl.audio.frontend import FrontendConfig, LogMel
+
+        logmel = LogMel(FrontendConfig.from_dict(params.frontend))  # ~100 kB of buffers
     rows = [{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]} for t in todo]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         ShardWorker,
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))),
-        fn_constructor_kwargs={"store_dir": str(out)},
+        fn_constructor_kwargs={"store_dir": str(out), "logmel": logmel},
         num_cpus=1,
     )
     try:
