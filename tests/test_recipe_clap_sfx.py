@@ -183,3 +183,10 @@ log hello
     assert r.returncode == 0 and r.stdout == "after\n", r.stderr
     assert (tmp_path / "done" / "s0.done").is_file()
     assert r.stderr.rstrip().endswith("hello") and r.stderr[:2] == "20"
+
+
+def test_run_sh_options():
+    r = subprocess.run(["bash", str(RECIPE / "run.sh"), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--stop-stage 5" in r.stderr and "--train-args" in r.stderr
+    r = subprocess.run(["bash", str(RECIPE / "run.sh"), "--stop-stag", "3"], capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown option --stop-stag" in r.stderr

@@ -5,7 +5,7 @@
 #
 #   ./run.sh                          # all stages (finished ones are skipped)
 #   ./run.sh --stage 3 --stop-stage 4 # only training and evaluation
-#   ./run.sh --force true             # redo every selected stage
+#   ./run.sh --force true             # redo the selected stages even if done before
 #
 # Stages: 0 Debian packages + corpus, 1 manifests, 2 Ray feature extraction,
 # 3 training, 4 evaluation, 5 RESULTS.md. Everything lands in data/ and exp/.
@@ -28,7 +28,6 @@ data=data
 exp=exp/clap_sfx
 done_dir=${exp}/.done
 mkdir -p "${data}" "${exp}"
-[ "${force}" = true ] && rm -f "${done_dir}"/stage*.done
 # the repository's virtual environment (made by `make install`) when none is active
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
   PATH="$(cd ../../.venv/bin && pwd):${PATH}"
@@ -47,7 +46,7 @@ run_stage() {  # run_stage N name command...: timed, skipped when its .done mark
   local n=$1 name=$2
   shift 2
   stage_enabled "${n}" || return 0
-  if stage_done "stage${n}"; then
+  if [ "${force}" != true ] && stage_done "stage${n}"; then
     log "stage ${n} (${name}): done before, skipped (remove ${done_dir}/stage${n}.done to redo)"
     return 0
   fi
