@@ -191,6 +191,25 @@ def write(data: Path, exp: Path, out: Path) -> str:
         if plot_confusion(zs, res_dir / "zeroshot_heldout_confusion.png"):
             L.append("![held-out confusion](results/zeroshot_heldout_confusion.png)\n")
 
+    variants = sorted((exp.parent / "variants").glob("*/eval/zeroshot_heldout.json"))
+    if variants:
+        L.append("### Variants (same data; `local/run_variant.sh NAME key=value ...`)\n")
+        L.append("Other trainings of `conf/train.yaml` with the overrides shown, evaluated the same way. "
+                 "They show how much the held-out number moves with the seed and the design.\n")
+        L.append("| variant | command | held-out top-1 % | held-out top-5 % | seen-class test top-1 % |")
+        L.append("|---|---|---|---|---|")
+        if zs:
+            L.append(f"| main run (above) | `./run.sh` | {_pct(zs['top1'])} | {_pct(zs['top5'])} | "
+                     f"{_pct(seen['top1']) if seen else '-'} |")
+        for p in variants:
+            d = p.parent.parent
+            v = _json(p)
+            vs = _json(d / "eval" / "zeroshot_test_seen.json")
+            cmd = (d / "command.txt").read_text().strip() if (d / "command.txt").is_file() else "?"
+            L.append(f"| {d.name} | `{cmd}` | {_pct(v['top1'])} | {_pct(v['top5'])} | "
+                     f"{_pct(vs['top1']) if vs else '-'} |")
+        L.append("")
+
     L.append("## Corpus\n")
     if stats:
         L.append(f"{stats['items']} clips from {stats['files']} source files, {stats['labels']} labels; "
