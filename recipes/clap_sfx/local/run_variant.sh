@@ -11,6 +11,9 @@ shift
 out=exp/variants/${name}
 m=data/manifests
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
+  PATH="$(cd ../../.venv/bin && pwd):${PATH}"
+fi
 mkdir -p "${out}"
 echo "audiocl train --config conf/train.yaml --output ${out} $*" > "${out}/command.txt"
 audiocl train --config conf/train.yaml --output "${out}" "$@" | tail -n 1 > "${out}/train_summary.json"

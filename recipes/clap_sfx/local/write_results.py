@@ -254,6 +254,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
             load = row[3] if len(row) > 3 else "-"
             L.append(f"| {n} | {name} | {sec} | {load} |")
         L.append("")
+        L.append(f"Total of the stages above: {sum(int(r[2]) for r in timings)} s.\n")
         L.append("The machine was shared with other jobs; a load average above 2 means the stage "
                  "got only part of the two cores, so these times are upper bounds.\n")
     if extract_sum:
