@@ -8,20 +8,32 @@ PY      := $(VENV)/bin/python
 # GPU users: make install TORCH_SPEC="torch"  (or install their CUDA torch first)
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Debian packages the tests use (real sounds for the clap_sfx recipe tests).
+# Installed when running as root with apt-get; otherwise those tests say why they skip.
+APT_TEST_PKGS := fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds \
+                 sound-theme-freedesktop tuxpaint-data
 
-.PHONY: install test lint demo clean-venv
+.PHONY: install apt-test-deps test lint demo clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
 install: $(VENV)/.installed
 
-test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+apt-test-deps:
+	@missing=$$(for p in $(APT_TEST_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages for the tests: $$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "not root: tests that need $$missing will be skipped (sudo apt-get install $$missing)"; fi
+
+test: install apt-test-deps
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
