@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import platform
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -134,7 +135,13 @@ def write(data: Path, exp: Path, out: Path) -> str:
     extract_sum = _last_json_line(exp / "extract_summary.json")
     timings = []
     if (exp / "timings.tsv").is_file():
-        timings = [line.split("\t") for line in (exp / "timings.tsv").read_text().splitlines() if line]
+        # a stage redone later (--force) appends a row: keep each stage's latest
+        latest = {}
+        for line in (exp / "timings.tsv").read_text().splitlines():
+            if line:
+                row = line.split("\t")
+                latest[row[0]] = row
+        timings = [latest[k] for k in sorted(latest, key=int)]
     command = (exp / "command.txt").read_text().strip() if (exp / "command.txt").is_file() else "./run.sh"
     L: list[str] = []
     L.append("# clap_sfx results\n")
@@ -209,6 +216,15 @@ def write(data: Path, exp: Path, out: Path) -> str:
             L.append(f"| {d.name} | `{cmd}` | {_pct(v['top1'])} | {_pct(v['top5'])} | "
                      f"{_pct(vs['top1']) if vs else '-'} |")
         L.append("")
+        seeds = [zs["top1"]] if zs else []
+        seeds += [_json(p)["top1"] for p in variants if re.fullmatch(r"seed\d+", p.parent.parent.name)]
+        if len(seeds) > 1:
+            import statistics
+
+            mean = statistics.mean(seeds)
+            L.append(f"Held-out top-1 over {len(seeds)} seeds of `conf/train.yaml` (the main run and the "
+                     f"`seedN` variants): mean {_pct(mean)} % ({mean * zs['n_classes']:.1f}x chance), "
+                     f"min {_pct(min(seeds))}, max {_pct(max(seeds))}.\n")
 
     L.append("## Corpus\n")
     if stats:
