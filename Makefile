@@ -35,6 +35,12 @@ apt-test-deps:
 test: install apt-test-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The main job: builds a sound-effects audio-text corpus from Debian packages,
+# extracts features with Ray, trains a small CLAP on CPU, evaluates it and
+# writes recipes/clap_sfx/RESULTS.md. Finished stages are skipped on re-runs.
+demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" recipes/clap_sfx/run.sh
+
 lint: install
 	$(VENV)/bin/ruff check .
 
