@@ -190,3 +190,12 @@ def test_run_sh_options():
     assert r.returncode == 0 and "--stop-stage 5" in r.stderr and "--train-args" in r.stderr
     r = subprocess.run(["bash", str(RECIPE / "run.sh"), "--stop-stag", "3"], capture_output=True, text=True)
     assert r.returncode != 0 and "unknown option --stop-stag" in r.stderr
+
+
+def test_run_sh_started_by_relative_path_from_repo_root():
+    """`make demo` runs `recipes/clap_sfx/run.sh` from the repository root."""
+    root = RECIPE.parents[1]
+    r = subprocess.run(["bash", "recipes/clap_sfx/run.sh", "--help"], capture_output=True, text=True,
+                       cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "--stop-stage 5" in r.stderr

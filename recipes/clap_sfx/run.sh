@@ -112,7 +112,7 @@ stage5() {
   ${python} local/write_results.py --data "${data}" --exp "${exp}" --out RESULTS.md
 }
 
-cmdline="$0 $*"
+cmdline="./run.sh $*"  # as run from the recipe folder, however it was started
 t_start=$(now_s)
 run_stage 0 "Debian sound packages and the audio-text corpus" stage0
 run_stage 1 "train/val/test/zeroshot manifests" stage1

@@ -94,5 +94,7 @@ apt_install() {
 # Seconds since the epoch, for per-stage timings.
 now_s() { date +%s; }
 
-recipe_dir=$(cd "$(dirname "${BASH_SOURCE[1]:-$0}")" && pwd)
+# Recipes cd into their own folder before sourcing this file (so that a run.sh
+# started from anywhere, by a relative path too, finds conf/, local/, data/).
+recipe_dir=$(pwd)
 parse_options "$@"
