@@ -114,24 +114,6 @@ def test_htsat_fusion_tiny_uses_local_views_only_when_longer():
     torch.testing.assert_close(base[1], fused[1], atol=1e-6, rtol=0)
 
 
-def _laion_audio_key(k: str) -> str | None:
-    """LAION audio_branch key -> ClapAudioModel key (rules from ANCHORS.md), None = dropped."""
-    k = k.removeprefix("module.audio_branch.")
-    if k.startswith(("spectrogram_extractor", "logmel_extractor", "tscam_conv", "head")):
-        return None
-    for a, b in [
-        ("bn0.", "batch_norm."),
-        ("attn.proj.", "attention.output.dense."),
-        ("attn.relative_position", "attention.self.relative_position"),
-        ("norm1.", "layernorm_before."),
-        ("norm2.", "layernorm_after."),
-        ("mlp.fc1.", "intermediate.dense."),
-        ("mlp.fc2.", "output.dense."),
-    ]:
-        k = k.replace(a, b)
-    return "model.audio_encoder." + k
-
-
 def test_htsat_matches_laion_reference_config_shapes(shared_dir):
     ref = shared_dir / "reference" / "laion_clap"
     cfg = json.loads((ref / "config.json").read_text())["htsat"]
@@ -144,26 +126,9 @@ def test_htsat_matches_laion_reference_config_shapes(shared_dir):
     # 10 s at hop 480 = 1001 frames
     out = enc(torch.randn(2, 1001, 64))
     assert out.shape == (2, cfg["output_dim"])
-    # every kept LAION audio tensor has a same-shaped slot in our encoder
+    # that every LAION tensor has a same-shaped slot is checked through the real
+    # converter in tests/test_interop_laion.py
     sd = torch.load(ref / "checkpoint.pt", weights_only=True, map_location="cpu")["state_dict"]
-    ours = enc.state_dict()
-    mapped = set()
-    for k, v in sd.items():
-        if not k.startswith("module.audio_branch."):
-            continue
-        nk = _laion_audio_key(k)
-        if nk is None:
-            continue
-        if ".attn.qkv." in nk:
-            for part, chunk in zip(("query", "key", "value"), v.chunk(3, dim=0)):
-                q = nk.replace("attn.qkv.", f"attention.self.{part}.")
-                assert ours[q].shape == chunk.shape, q
-                mapped.add(q)
-            continue
-        assert nk in ours, nk
-        assert ours[nk].shape == v.shape, nk
-        mapped.add(nk)
-    assert mapped == set(ours), sorted(set(ours) - mapped)[:5]
     assert sd["module.audio_projection.0.weight"].shape[1] == enc.output_dim
 
 

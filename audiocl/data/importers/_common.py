@@ -172,6 +172,22 @@ def read_csv(
     return header, rows
 
 
+def unique_file_name(
+    row: dict[str, str], field: str, path: Path, line: int, seen: dict[str, int]
+) -> str:
+    """The stripped file name in ``row[field]``; an error names the line when it is
+    empty or was listed before (``seen`` maps names to their first line)."""
+    fname = row[field].strip()
+    if not fname:
+        raise InputError(str(path), "empty file name", line=line, field=field)
+    if fname in seen:
+        raise InputError(
+            str(path), f"{fname} listed twice (first on line {seen[fname]})", line=line, field=field
+        )
+    seen[fname] = line
+    return fname
+
+
 def parse_int(value: str, path: Path, line: int, name: str) -> int:
     try:
         return int(value.strip())

@@ -33,6 +33,7 @@ from audiocl.data.importers._common import (
     missing_audio,
     read_csv,
     resolve_root,
+    unique_file_name,
 )
 from audiocl.data.manifest import AudioItem
 from audiocl.errors import AudioclError, InputError
@@ -113,15 +114,7 @@ def _items(
     for split, cap_path, rows, meta in tables:
         seen: dict[str, int] = {}
         for line, row in rows:
-            fname = row["file_name"].strip()
-            if not fname:
-                raise InputError(str(cap_path), "empty file name", line=line, field="file_name")
-            if fname in seen:
-                raise InputError(
-                    str(cap_path), f"{fname} listed twice (first on line {seen[fname]})",
-                    line=line, field="file_name",
-                )
-            seen[fname] = line
+            fname = unique_file_name(row, "file_name", cap_path, line, seen)
             texts = [row[f"caption_{i}"].strip() for i in range(1, 6)]
             texts = [t for t in texts if t]
             if not texts:

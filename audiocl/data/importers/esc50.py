@@ -32,6 +32,7 @@ from audiocl.data.importers._common import (
     parse_int,
     read_csv,
     resolve_root,
+    unique_file_name,
 )
 from audiocl.data.manifest import AudioItem
 from audiocl.errors import AudioclError, InputError
@@ -73,15 +74,7 @@ def _items(
 ) -> Iterator[AudioItem]:
     seen: dict[str, int] = {}
     for line, row in rows:
-        fname = row["filename"].strip()
-        if not fname:
-            raise InputError(str(csv_path), "empty file name", line=line, field="filename")
-        if fname in seen:
-            raise InputError(
-                str(csv_path), f"{fname} listed twice (first on line {seen[fname]})",
-                line=line, field="filename",
-            )
-        seen[fname] = line
+        fname = unique_file_name(row, "filename", csv_path, line, seen)
         fold = parse_int(row["fold"], csv_path, line, "fold")
         target = parse_int(row["target"], csv_path, line, "target")
         esc10 = parse_bool(row["esc10"], csv_path, line, "esc10")

@@ -32,6 +32,7 @@ from audiocl.data.importers._common import (
     parse_int,
     read_csv,
     resolve_root,
+    unique_file_name,
 )
 from audiocl.data.manifest import AudioItem
 from audiocl.errors import AudioclError, InputError
@@ -79,15 +80,7 @@ def _items(
 ) -> Iterator[AudioItem]:
     seen: dict[str, int] = {}
     for line, row in rows:
-        fname = row["slice_file_name"].strip()
-        if not fname:
-            raise InputError(str(csv_path), "empty file name", line=line, field="slice_file_name")
-        if fname in seen:
-            raise InputError(
-                str(csv_path), f"{fname} listed twice (first on line {seen[fname]})",
-                line=line, field="slice_file_name",
-            )
-        seen[fname] = line
+        fname = unique_file_name(row, "slice_file_name", csv_path, line, seen)
         fold = parse_int(row["fold"], csv_path, line, "fold")
         if not 1 <= fold <= 10:
             raise InputError(str(csv_path), f"fold must be 1..10, got {fold}", line=line, field="fold")
