@@ -11,8 +11,12 @@ from torch import Tensor
 from audiocl.errors import AudioclError
 
 
-def get_embeddings(outputs: Mapping[str, Any], names: Sequence[str]) -> list[Tensor]:
-    """Return ``outputs["embeddings"][name]`` for each name, checking they line up.
+def get_embeddings(
+    outputs: Mapping[str, Any], names: Sequence[str], *, same_shape: bool = True
+) -> list[Tensor]:
+    """Return ``outputs["embeddings"][name]`` for each name, checking they line up
+    (``same_shape=False`` for losses whose modalities have different row counts,
+    e.g. several captions per clip).
 
     A missing name is a configuration mistake (the loss names a tower the model
     does not have), so it raises :class:`AudioclError` listing what is there.
@@ -30,7 +34,8 @@ def get_embeddings(outputs: Mapping[str, Any], names: Sequence[str]) -> list[Ten
         if x.dim() != 2:
             raise AudioclError(f"embeddings['{name}'] must be [N, d], got shape {tuple(x.shape)}")
         out.append(x)
-    check_same_shape(out, names)
+    if same_shape:
+        check_same_shape(out, names)
     return out
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, get_logit_scale
+from audiocl.losses._common import as_scale, get_embeddings, get_logit_scale
 
 
 def hardneg_loss(
@@ -88,11 +88,7 @@ class HardNegativeLoss(nn.Module):
         self.share_negatives = share_negatives
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> Tensor:
-        embs = outputs["embeddings"]
-        for name in self.modalities:
-            if name not in embs:
-                raise AudioclError(f"loss uses modality '{name}' but the model produced {sorted(embs)}")
-        x, y = embs[self.modalities[0]], embs[self.modalities[1]]
+        x, y = get_embeddings(outputs, self.modalities, same_shape=False)
         if y.shape[0] != x.shape[0] * self.block:
             raise AudioclError(
                 f"hardneg: expected {x.shape[0]} x {self.block} captions, got {y.shape[0]}"

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, get_logit_scale
+from audiocl.losses._common import as_scale, get_embeddings, get_logit_scale
 
 
 def _rows(logits: Tensor, pos: Tensor, mode: str) -> Tensor:
@@ -80,11 +80,7 @@ class MultiPositiveLoss(nn.Module):
         self.mode = mode
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> Tensor:
-        embs = outputs["embeddings"]
-        for name in self.modalities:
-            if name not in embs:
-                raise AudioclError(f"loss uses modality '{name}' but the model produced {sorted(embs)}")
-        x, y = embs[self.modalities[0]], embs[self.modalities[1]]
+        x, y = get_embeddings(outputs, self.modalities, same_shape=False)
         if batch is None or "text_owner" not in batch:
             raise AudioclError("the multipositive loss needs batch['text_owner'] (caption -> item row)")
         owner = torch.as_tensor(batch["text_owner"], device=x.device, dtype=torch.long)
