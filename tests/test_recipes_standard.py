@@ -48,12 +48,12 @@ def _copy_recipe(name: str, dest: Path, paths: dict[str, str]) -> Path:
     return recipe
 
 
-def _run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+def _run(recipe: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("VIRTUAL_ENV", None)
     r = subprocess.run(["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env,
-                       timeout=300)
+                       timeout=300, cwd=cwd)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -164,9 +164,17 @@ def make_urbansound8k(parent: Path) -> None:
     write_csv(parent / "UrbanSound8K" / "metadata" / "UrbanSound8K.csv", US8K_HEADER, rows)
 
 
+def _model_exp(recipe: Path) -> Path:
+    """The one per-model output folder (exp/<parent>_<name>-<path hash>/)."""
+    dirs = list((recipe / "exp").iterdir())
+    assert len(dirs) == 1 and dirs[0].name.startswith("train_model-"), dirs
+    return dirs[0]
+
+
 def _check_zeroshot(recipe: Path, model: Path, n_folds: int, n_classes: int, n_items: int) -> dict:
-    exp = recipe / "exp" / model.name
+    exp = _model_exp(recipe)
     res = json.loads((exp / "results.json").read_text())
+    assert res["model"] == str(model)
     assert list(res["folds"]) == [str(f) for f in range(1, n_folds + 1)] and res["folds_missing"] == []
     assert res["n_classes"] == n_classes and res["n_items"] == n_items
     for v in res["folds"].values():
@@ -185,7 +193,7 @@ def test_esc50_zeroshot_with_feature_store(clap_run, tmp_path: Path) -> None:
     recipe = _copy_recipe("esc50_zeroshot", tmp_path, {"esc50_root": str(tmp_path / "ESC-50-master")})
     first = _run(recipe, "--model", str(model), "--extract", "true", "--nj", "1")
     assert "stage 1: feature store" in first.stderr and _skipped(first.stderr) == 0
-    assert (recipe / "exp" / "model" / "store").is_dir()
+    assert (_model_exp(recipe) / "store").is_dir()
     # scored against all 50 ESC-50 classes even though the copy holds 5 of them
     _check_zeroshot(recipe, model, n_folds=5, n_classes=50, n_items=10)
     again = _run(recipe, "--model", str(model), "--extract", "true")
@@ -197,7 +205,8 @@ def test_urbansound8k_zeroshot(clap_run, tmp_path: Path) -> None:
     make_urbansound8k(tmp_path / "us8k")
     # the folder that contains UrbanSound8K/ works as the root
     recipe = _copy_recipe("urbansound8k_zeroshot", tmp_path, {"urbansound8k_root": str(tmp_path / "us8k")})
-    first = _run(recipe, "--model", str(model))
+    # a relative --model is taken relative to where run.sh is started
+    first = _run(recipe, "--model", "model", cwd=model.parent)
     assert "stage 1" not in first.stderr  # no feature store unless asked for
     res = _check_zeroshot(recipe, model, n_folds=10, n_classes=10, n_items=10)
     # one clip a fold: each fold's top-1 is 0 or 1

@@ -22,6 +22,7 @@ python=python
 dataset=esc50
 n_folds=5
 
+caller_dir=$(pwd)
 cd "$(dirname "$0")"
 . conf/paths.sh        # esc50_root: the one place where the data path is set
 data_root=${esc50_root}

@@ -22,6 +22,7 @@ python=python
 dataset=urbansound8k
 n_folds=10
 
+caller_dir=$(pwd)
 cd "$(dirname "$0")"
 . conf/paths.sh        # urbansound8k_root: the one place where the data path is set
 data_root=${urbansound8k_root}

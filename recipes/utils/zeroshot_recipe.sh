@@ -9,10 +9,16 @@
 # front-end (only with --extract true), 2 audiocl eval zeroshot, 3 results table.
 
 [ -n "${model}" ] || die "--model DIR is required (a model folder: config.json, model.safetensors, frontend.json)"
+# a relative --model is relative to where run.sh was started (run.sh itself works in the recipe folder)
+case "${model}" in
+  /*) ;;
+  *) if [ -d "${caller_dir:-.}/${model}" ]; then model=${caller_dir}/${model}; fi ;;
+esac
 [ -f "${model}/config.json" ] || die "${model} is not a model folder (no config.json)"
 model=$(cd "${model}" && pwd)
-# outputs per model, so that evaluating a second model never reuses the first one's results
-tag=$(basename "${model}")
+# outputs per model folder: its parent and own names (readable) plus a hash of its
+# absolute path, so two folders both called "model" never share results or .done markers
+tag="$(basename "$(dirname "${model}")")_$(basename "${model}")-$(printf '%s' "${model}" | sha1sum | cut -c1-8)"
 data=data
 exp=exp/${tag}
 done_dir=${exp}/.done
@@ -75,4 +81,5 @@ fi
 run_stage 2 "zero-shot evaluation, ${n_folds}-fold protocol" "${done_dir}" zs_stage2
 run_stage 3 "results table" "${done_dir}" zs_stage3
 log "all selected stages finished in $(( $(now_s) - t_start )) s"
+log "model:   ${model}"
 log "results: $(pwd)/${exp}/results.json and $(pwd)/${exp}/results.md"
