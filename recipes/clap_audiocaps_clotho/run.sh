@@ -30,33 +30,12 @@ data=data
 exp=exp/clap_audiocaps_clotho
 done_dir=${exp}/.done
 mkdir -p "${data}" "${exp}"
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
-  PATH="$(cd ../../.venv/bin && pwd):${PATH}"
-  export PATH
-fi
-need_cmd audiocl "install audiocl first: make install (from the repository root)"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+use_audiocl
 
 # 16 kHz, 512-point FFT, 10 ms hop, 64 Slaney mels up to 8 kHz (clap_sfx's front-end);
 # the trained model's frontend.json records it, so its evaluations decode the same way.
 frontend_args="--preset laion_clap --set sample_rate=16000 --set n_fft=512 --set win_length=512
   --set hop_length=160 --set f_max=8000 --set clip_samples=160000"
-
-run_stage() {  # run_stage N name command...: skipped when its .done marker exists
-  local n=$1 name=$2
-  shift 2
-  stage_enabled "${n}" || return 0
-  if [ "${force}" != true ] && stage_done "stage${n}"; then
-    log "stage ${n} (${name}): done before, skipped (remove ${done_dir}/stage${n}.done to redo)"
-    return 0
-  fi
-  log "stage ${n}: ${name}"
-  local t0
-  t0=$(now_s)
-  "$@"
-  mark_done "stage${n}"
-  log "stage ${n}: finished in $(( $(now_s) - t0 )) s"
-}
 
 stage0() {
   local m=${data}/manifests

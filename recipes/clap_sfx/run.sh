@@ -27,40 +27,15 @@ cd "$(dirname "$0")"
 data=data
 exp=exp/clap_sfx
 done_dir=${exp}/.done
+stage_timings=${exp}/timings.tsv
 mkdir -p "${data}" "${exp}"
-# the repository's virtual environment (made by `make install`) when none is active
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
-  PATH="$(cd ../../.venv/bin && pwd):${PATH}"
-  export PATH
-fi
-need_cmd audiocl "install audiocl first: make install (from the repository root)"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+use_audiocl
 
 # Front-end: the laion_clap log-mel recipe at 16 kHz (512-point FFT, 10 ms hop,
 # 64 Slaney mels up to 8 kHz). At 48 kHz the STFT costs 3x as much for sounds
 # whose content here is nearly all below 8 kHz; see README.md.
 frontend_args="--preset laion_clap --set sample_rate=16000 --set n_fft=512 --set win_length=512
   --set hop_length=160 --set f_max=8000 --set clip_samples=80000"
-
-run_stage() {  # run_stage N name command...: timed, skipped when its .done marker exists
-  local n=$1 name=$2
-  shift 2
-  stage_enabled "${n}" || return 0
-  if [ "${force}" != true ] && stage_done "stage${n}"; then
-    log "stage ${n} (${name}): done before, skipped (remove ${done_dir}/stage${n}.done to redo)"
-    return 0
-  fi
-  log "stage ${n}: ${name}"
-  local t0
-  t0=$(now_s)
-  "$@"
-  local dt=$(( $(now_s) - t0 ))
-  # the 1-minute load average says how shared the machine was while the stage ran
-  printf '%s\t%s\t%s\t%s\n' "${n}" "${name}" "${dt}" "$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo -)" \
-    >> "${exp}/timings.tsv"
-  mark_done "stage${n}"
-  log "stage ${n}: finished in ${dt} s"
-}
 
 stage0() {
   apt_install fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds \

@@ -6,7 +6,8 @@
 #   . "$(dirname "$0")/../utils/common.sh"   # parses "$@" into those variables
 #
 # Provides: log, die, parse_options "$@", stage_enabled N, stage_done NAME,
-# mark_done NAME, need_cmd CMD, apt_install PKG..., and $recipe_dir.
+# mark_done NAME, run_stage N NAME CMD..., use_audiocl, need_cmd CMD,
+# apt_install PKG..., and $recipe_dir.
 
 # Timestamped progress line on stderr: "2026-11-22 23:59:01 (run.sh:42:main) message".
 log() {
@@ -66,6 +67,45 @@ stage_done() {
 mark_done() {
   mkdir -p "${done_dir:?}"
   date '+%Y-%m-%d %H:%M:%S' > "${done_dir}/$1.done"
+}
+
+# run_stage N NAME CMD...: run CMD as stage N when N is in [stage, stop_stage],
+# unless ${done_dir}/stageN.done exists (and ${force} is not true); log its wall
+# time, and append "N<TAB>NAME<TAB>seconds<TAB>load average" to ${stage_timings}
+# when the recipe sets it. A different marker folder for one stage:
+# `done_dir=DIR run_stage ...`.
+run_stage() {
+  local n=$1 name=$2
+  shift 2
+  stage_enabled "${n}" || return 0
+  if [ "${force:-false}" != true ] && stage_done "stage${n}"; then
+    log "stage ${n} (${name}): done before, skipped (remove ${done_dir}/stage${n}.done to redo)"
+    return 0
+  fi
+  log "stage ${n}: ${name}"
+  local t0 dt
+  t0=$(now_s)
+  "$@"
+  dt=$(( $(now_s) - t0 ))
+  if [ -n "${stage_timings:-}" ]; then
+    # the 1-minute load average says how shared the machine was while the stage ran
+    printf '%s\t%s\t%s\t%s\n' "${n}" "${name}" "${dt}" "$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo -)" \
+      >> "${stage_timings}"
+  fi
+  mark_done "stage${n}"
+  log "stage ${n}: finished in ${dt} s"
+}
+
+# The audiocl CLI on PATH (the repository's .venv, made by `make install`, when no
+# virtual environment is active) and the offline settings every recipe runs with.
+# Call from the recipe's folder (recipes/<name>).
+use_audiocl() {
+  if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
+    PATH="$(cd ../../.venv/bin && pwd):${PATH}"
+    export PATH
+  fi
+  need_cmd audiocl "install audiocl first: make install (from the repository root)"
+  export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 }
 
 need_cmd() {

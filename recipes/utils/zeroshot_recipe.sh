@@ -23,28 +23,7 @@ data=data
 exp=exp/${tag}
 done_dir=${exp}/.done
 mkdir -p "${data}" "${exp}"
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
-  PATH="$(cd ../../.venv/bin && pwd):${PATH}"
-  export PATH
-fi
-need_cmd audiocl "install audiocl first: make install (from the repository root)"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-
-run_stage() {  # run_stage N name marker_dir command...: skipped when its .done marker exists
-  local n=$1 name=$2 dir=$3
-  shift 3
-  stage_enabled "${n}" || return 0
-  if [ "${force}" != true ] && done_dir=${dir} stage_done "stage${n}"; then
-    log "stage ${n} (${name}): done before, skipped (remove ${dir}/stage${n}.done to redo)"
-    return 0
-  fi
-  log "stage ${n}: ${name}"
-  local t0
-  t0=$(now_s)
-  "$@"
-  done_dir=${dir} mark_done "stage${n}"
-  log "stage ${n}: finished in $(( $(now_s) - t0 )) s"
-}
+use_audiocl
 
 zs_stage0() {
   [ -d "${data_root}" ] || die "${dataset} not found at '${data_root}': set its path in conf/paths.sh"
@@ -74,12 +53,12 @@ zs_stage3() {
 cmdline="./run.sh $*"
 t_start=$(now_s)
 # the manifest depends on the data only; everything after it on the model too
-run_stage 0 "${dataset} manifest from ${data_root}" "${data}/.done" zs_stage0
+done_dir="${data}/.done" run_stage 0 "${dataset} manifest from ${data_root}" zs_stage0
 if [ "${extract}" = true ]; then
-  run_stage 1 "feature store with the model's front-end (Ray)" "${done_dir}" zs_stage1
+  run_stage 1 "feature store with the model's front-end (Ray)" zs_stage1
 fi
-run_stage 2 "zero-shot evaluation, ${n_folds}-fold protocol" "${done_dir}" zs_stage2
-run_stage 3 "results table" "${done_dir}" zs_stage3
+run_stage 2 "zero-shot evaluation, ${n_folds}-fold protocol" zs_stage2
+run_stage 3 "results table" zs_stage3
 log "all selected stages finished in $(( $(now_s) - t_start )) s"
 log "model:   ${model}"
 log "results: $(pwd)/${exp}/results.json and $(pwd)/${exp}/results.md"
