@@ -25,6 +25,24 @@ def _emb_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", default=None,
                    help=".npz with one [N, d] array per modality (+ optional 'labels', 'fold'), instead of --model/--manifest")
     _model_args(p, required=False)
+    p.add_argument("--arrays", default=None,
+                   help=".npz of paired tower inputs (as in training's data.arrays), embedded with --model")
+    p.add_argument("--inputs", nargs="+", default=None, metavar="TOWER=ARRAY",
+                   help="which array each tower reads from --arrays (default: the array named like the tower)")
+
+
+def _inputs(pairs: list[str] | None) -> dict[str, str] | None:
+    from audiocl.errors import AudioclError
+
+    if not pairs:
+        return None
+    out: dict[str, str] = {}
+    for pair in pairs:
+        tower, sep, name = pair.partition("=")
+        if not sep or not tower or not name:
+            raise AudioclError(f"--inputs {pair!r}: expected TOWER=ARRAY, e.g. text=text_slots")
+        out[tower] = name
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         emb, _, _, meta = gather_embeddings(
             embeddings=args.embeddings, model_dir=args.model, manifest=args.manifest, store=args.store,
             split=args.split, towers=args.towers, batch_size=args.batch_size,
+            arrays=args.arrays, inputs=_inputs(args.inputs),
         )
         res = {**multiway_all(emb, args.method, args.target), **meta}
         summary = f"{args.method}: mean accuracy {res['accuracy_mean']:.4f} over targets {list(res['targets'])}"
@@ -111,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         res = run_probe(
             embeddings=args.embeddings, model_dir=args.model, manifest=args.manifest, store=args.store,
             split=args.split, tower=args.tower, k=args.k, use_folds=not args.ignore_folds, l2=args.l2,
-            seed=args.seed, batch_size=args.batch_size,
+            seed=args.seed, batch_size=args.batch_size, arrays=args.arrays, inputs=_inputs(args.inputs),
         )
         summary = f"accuracy {res['accuracy_mean']:.4f} +- {res['accuracy_std']:.4f} over {res['k']} folds"
     elif cmd == "diagnostics":
@@ -121,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         emb, labels, _, meta = gather_embeddings(
             embeddings=args.embeddings, model_dir=args.model, manifest=args.manifest, store=args.store,
             split=args.split, towers=args.towers, batch_size=args.batch_size,
+            arrays=args.arrays, inputs=_inputs(args.inputs),
         )
         res = {**diagnostics(emb, labels), **meta}
         summary = "; ".join(f"{k}: gap {v['gap']:.4f} alignment {v['alignment']:.4f}" for k, v in res["pairs"].items())

@@ -195,6 +195,52 @@ def embed_items_all_towers(
     return out
 
 
+def embed_arrays(
+    model: Any,
+    arrays: dict[str, np.ndarray],
+    *,
+    towers: Sequence[str] | None = None,
+    inputs: dict[str, str] | None = None,
+    batch_size: int = 1024,
+) -> dict[str, torch.Tensor]:
+    """Embed paired arrays with the model's towers: ``{tower: Tensor[N, d]}``, unit rows.
+
+    Tower ``t`` reads the array ``inputs[t]`` if given, else the array named
+    ``t``, else the one named by its input key. Without ``towers``, every
+    tower that finds its array is embedded. String arrays go to text towers
+    as strings; numeric ones to the tower as ``Tensor[B, ...]`` float32.
+    """
+    inputs = dict(inputs or {})
+    names = list(towers) if towers else list(model.towers.keys())
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name not in model.towers:
+            raise AudioclError(f"no tower named '{name}'; towers: {list(model.towers.keys())}")
+        key = inputs.get(name) or (name if name in arrays else model.input_key(name))
+        if key not in arrays:
+            if towers or name in inputs:
+                raise AudioclError(f"no array {key!r} for tower '{name}'; arrays: {sorted(arrays)} (map one with --inputs {name}=ARRAY)")
+            continue
+        arr = arrays[key]
+        if arr.dtype.kind == "U":
+            out[name] = embed_strings(model, [str(v) for v in arr], tower=name)
+            continue
+        x = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                embs = [model.encode(name, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        finally:
+            model.train(was)
+        out[name] = F.normalize(torch.cat(embs).float().cpu(), dim=-1)
+    if not out:
+        raise AudioclError(
+            f"none of the towers {names} found an array among {sorted(arrays)}; map them with --inputs TOWER=ARRAY"
+        )
+    return out
+
+
 def load_embeddings_npz(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str] | None, list[Any] | None]:
     """Precomputed embeddings: an ``.npz`` with one ``[N, d]`` float array per modality
     and optional ``labels`` (``[N]`` strings) and ``fold`` (``[N]``) arrays."""
@@ -233,13 +279,30 @@ def gather_embeddings(
     split: str | None = None,
     towers: Sequence[str] | None = None,
     batch_size: int = 16,
+    arrays: str | os.PathLike | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[str] | None, list[Any] | None, dict[str, Any]]:
-    """Embeddings for multiway/probe/diagnostics from an ``.npz`` or from a model + manifest.
+    """Embeddings for multiway/probe/diagnostics from an ``.npz`` of embeddings, from a
+    model + manifest, or from a model + ``arrays`` (paired tower inputs, see
+    :mod:`audiocl.data.arrays`; ``inputs`` maps tower -> array name).
 
     Returns ``(embeddings {name: [N, d]}, labels or None, folds or None, meta)``;
     from a manifest, ``labels`` is each item's first label (None if any item
-    has none) and ``folds`` its ``custom["fold"]`` (None if any item has none).
+    has none) and ``folds`` its ``custom["fold"]`` (None if any item has none);
+    from arrays, the ``labels`` and ``fold`` arrays when present.
     """
+    if arrays is not None:
+        if embeddings is not None or manifest is not None or model_dir is None:
+            raise AudioclError("give --arrays with --model (and without --embeddings or --manifest)")
+        from audiocl.data.arrays import load_arrays
+        from audiocl.models import load_model
+
+        data = load_arrays(arrays)
+        model = load_model(model_dir)
+        emb = embed_arrays(model, data, towers=towers, inputs=inputs)
+        labels = [str(v) for v in data["labels"]] if "labels" in data else None
+        folds = data["fold"].tolist() if "fold" in data else None
+        return emb, labels, folds, {"model": str(model_dir), "arrays": str(arrays)}
     if embeddings is not None:
         if model_dir is not None or manifest is not None:
             raise AudioclError("give --embeddings, or --model with --manifest, not both")
@@ -251,7 +314,7 @@ def gather_embeddings(
             emb = {t: emb[t] for t in towers}
         return emb, labels, folds, {"embeddings": str(embeddings)}
     if model_dir is None or manifest is None:
-        raise AudioclError("give --embeddings FILE.npz, or --model DIR with --manifest FILE")
+        raise AudioclError("give --embeddings FILE.npz, or --model DIR with --manifest FILE or --arrays FILE.npz")
     from audiocl.data.manifest import read_manifest
     from audiocl.models import load_model
 

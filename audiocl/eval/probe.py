@@ -145,8 +145,10 @@ def run_probe(
     l2: float = 1e-3,
     seed: int = 0,
     batch_size: int = 16,
+    arrays: str | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Linear probe of one tower's embeddings from an ``.npz`` or a model + manifest.
+    """Linear probe of one tower's embeddings from an ``.npz``, a model + manifest or a model + arrays.
 
     Uses the items' own folds (``custom["fold"]``, e.g. ESC-50) when every item
     has one and ``use_folds``; otherwise ``k`` stratified folds.
@@ -154,14 +156,14 @@ def run_probe(
     from audiocl.eval.embed import gather_embeddings
 
     towers = [tower] if tower else None
-    if tower is None and model_dir is not None:
+    if tower is None and model_dir is not None and arrays is None:
         from audiocl.models import load_model
         from audiocl.models.api import _audio_tower
 
         towers = [_audio_tower(load_model(model_dir), None)]
     emb, labels, folds, meta = gather_embeddings(
         embeddings=embeddings, model_dir=model_dir, manifest=manifest, store=store, split=split,
-        towers=towers, batch_size=batch_size,
+        towers=towers, batch_size=batch_size, arrays=arrays, inputs=inputs,
     )
     if labels is None:
         raise AudioclError("a linear probe needs one label per item (manifest labels or an npz 'labels' array)")

@@ -19,6 +19,9 @@ Example (every section optional except what the run needs)::
       length_policy: rand_trunc
       num_workers: 2
       inputs: {audio: features, text: texts}
+      # or, for towers fed precomputed vectors: arrays + inputs {tower: array name}
+      # arrays: data/train.npz
+      # val_arrays: data/val.npz
     optim: {lr: 1.0e-4, weight_decay: 0.2, betas: [0.9, 0.98], eps: 1.0e-6}
     schedule: {warmup_steps: 500, min_lr: 0.0}
     train: {epochs: 10, precision: bf16, grad_clip: 1.0, val_every: 1000,
@@ -75,6 +78,9 @@ class LossConfig(_Strict):
 
 class DataConfig(_Strict):
     store: str | None = None
+    # paired precomputed inputs (.npz, one array per input) instead of a store
+    arrays: str | None = None
+    val_arrays: str | None = None
     manifest: str | None = None
     val_store: str | None = None
     val_manifest: str | None = None
@@ -92,6 +98,15 @@ class DataConfig(_Strict):
     inputs: dict[str, str] = Field(default_factory=lambda: {"audio": "features", "text": "texts"})
     shuffle: bool = True
     drop_last: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        audio = [k for k in ("store", "manifest", "val_store", "val_manifest") if getattr(self, k)]
+        if self.arrays and audio:
+            raise ValueError(f"give data.arrays or data.{audio[0]}, not both (arrays replace the store and manifests)")
+        if self.val_arrays and not self.arrays:
+            raise ValueError("data.val_arrays needs data.arrays")
+        return self
 
 
 class OptimConfig(_Strict):

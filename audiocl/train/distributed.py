@@ -97,9 +97,16 @@ def preflight(cfg: TrainingConfig) -> None:
     unknown = [t for t in cfg.data.inputs if t not in towers]
     if unknown:
         raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(towers)})")
-    if not cfg.data.store:
-        raise AudioclError("data.store is required (a feature store made by `audiocl extract`)")
-    FeatureStore(cfg.data.store)
+    if cfg.data.arrays:
+        from audiocl.data.arrays import load_arrays
+
+        for path in (cfg.data.arrays, cfg.data.val_arrays):
+            if path:
+                load_arrays(path, list(dict.fromkeys(cfg.data.inputs.values())))
+    elif not cfg.data.store:
+        raise AudioclError("data.store is required (a feature store made by `audiocl extract`), or data.arrays")
+    else:
+        FeatureStore(cfg.data.store)
     build_loss_from_config(cfg)
 
 

@@ -122,14 +122,36 @@ def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dic
     )
 
 
+class ArrayInputs:
+    """Maps a collated array batch to the model's input dict: ``{input key: batch[array]}``."""
+
+    def __init__(self, mapping: dict[str, str], input_keys: dict[str, str]) -> None:
+        self.mapping, self.keys = dict(mapping), dict(input_keys)
+
+    def __call__(self, batch: dict[str, Any], batch_key: tuple[int, int, int]) -> dict[str, Any]:
+        return {self.keys.get(tower, tower): batch[name] for tower, name in self.mapping.items()}
+
+
+def _array_data(cfg: TrainingConfig, path: str, input_keys: dict[str, str]) -> TrainData:
+    from audiocl.data.arrays import ArrayDataset, collate_arrays
+
+    ds = ArrayDataset(path, list(dict.fromkeys(cfg.data.inputs.values())))
+    return TrainData(dataset=ds, collate=collate_arrays, to_inputs=ArrayInputs(cfg.data.inputs, input_keys))
+
+
 def build_components(cfg: TrainingConfig) -> Components:
     """Model, loss and data from the config (same on every rank)."""
     import torch
 
     from audiocl.models import MultiTowerModel
 
+    if cfg.data.arrays:
+        return _build_array_components(cfg)
     if not cfg.data.store:
-        raise AudioclError("data.store is required (a feature store made by `audiocl extract`)")
+        raise AudioclError(
+            "data.store is required (a feature store made by `audiocl extract`), "
+            "or data.arrays (an .npz of paired inputs)"
+        )
     from audiocl.data.store import FeatureStore
 
     frontend = FeatureStore(cfg.data.store).config
@@ -145,6 +167,23 @@ def build_components(cfg: TrainingConfig) -> Components:
     if cfg.data.val_manifest or cfg.data.val_store:
         val_data = _data(cfg, cfg.data.val_store or cfg.data.store, cfg.data.val_manifest, keys, val=True)
     return Components(model, build_loss_from_config(cfg), train_data, val_data, frontend)
+
+
+def _build_array_components(cfg: TrainingConfig) -> Components:
+    import torch
+
+    from audiocl.models import MultiTowerModel
+
+    assert cfg.data.arrays is not None
+    torch.manual_seed(cfg.train.seed)
+    model = MultiTowerModel.from_config(cfg.model, prompts=cfg.prompts)
+    keys = {name: model.input_key(name) for name in model.tower_names}
+    unknown = [t for t in cfg.data.inputs if t not in keys]
+    if unknown:
+        raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(keys)})")
+    train_data = _array_data(cfg, cfg.data.arrays, keys)
+    val_data = _array_data(cfg, cfg.data.val_arrays, keys) if cfg.data.val_arrays else None
+    return Components(model, build_loss_from_config(cfg), train_data, val_data, None)
 
 
 def export_model(cfg: TrainingConfig, model: nn.Module, output_dir: Path) -> Path:
