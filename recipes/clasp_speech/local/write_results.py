@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Stage 7 of clasp_speech: RESULTS.md from the measured outputs.
+
+Every number comes from a file the earlier stages wrote: corpus statistics
+(stage 0), per-stage timings and load averages (run.sh), training summaries
+(stages 3-5) and evaluation JSONs (stage 6). Missing inputs are reported as
+missing, never filled in. The development log (how often FSDD was evaluated
+while the recipe was designed) is read from ``fsdd_dev_log.md`` beside run.sh.
+
+    python local/write_results.py --data data --exp exp --out RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+MODELS = {"en_clip": "English, InfoNCE (clip)", "en_cwcl": "English, CWCL", "ml_clip": "multilingual, InfoNCE"}
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    text = path.read_text().strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        for line in reversed(text.splitlines()):
+            if line.startswith("{"):
+                return json.loads(line)
+    return None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _speech_block(ret: dict[str, Any]) -> dict[str, Any] | None:
+    """The CLASP block (HITS@1, MRR, meanR) of an `audiocl eval retrieval --speech` JSON, speech-to-text."""
+    sp = ret.get("speech") or ret.get("clasp")
+    if isinstance(sp, dict):
+        for k in ("speech_to_text", "audio_to_text", "a2t"):
+            if isinstance(sp.get(k), dict):
+                return sp[k]
+        return sp
+    return None
+
+
+def write(data: Path, exp: Path, out: Path) -> str:
+    stats = _json(data / "corpus" / "corpus_stats.json") or {}
+    timings = []
+    if (exp / "timings.tsv").is_file():
+        latest = {}
+        for line in (exp / "timings.tsv").read_text().splitlines():
+            if line:
+                row = line.split("\t")
+                latest[row[0]] = row
+        timings = [latest[k] for k in sorted(latest, key=int)]
+    command = (exp / "command.txt").read_text().strip() if (exp / "command.txt").is_file() else "./run.sh"
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev = ""
+    L: list[str] = []
+    L.append("# clasp_speech results\n")
+    L.append("Written by `local/write_results.py` (stage 7) from the files the run produced; "
+             "re-running `./run.sh` rewrites it. Training data: synthetic speech only (espeak-ng, flite). "
+             "FSDD (`../shared/data/fsdd-dev`, 2000 real recordings of 0-9, 8 kHz) is a test set only.\n")
+    L.append("## Command\n")
+    L.append(f"```\ncd recipes/clasp_speech && {command}\n```\n")
+    L.append(f"Machine: {platform.machine()}, {platform.system()}, {os.cpu_count()} CPU cores (shared), "
+             f"CPU only; commit {rev or 'unknown'}.\n")
+
+    L.append("## Zero-shot spoken digits on real human speech (FSDD)\n")
+    L.append("Prompt `{}` with the class names `zero`..`nine`; 10 classes, chance 10 %. "
+             "Per-speaker numbers: top-1 % over each speaker's clips.\n")
+    fsdd = {m: _json(exp / m / "eval" / "zeroshot_fsdd.json") for m in MODELS}
+    synth = {m: _json(exp / m / "eval" / "zeroshot_synth_digits.json") for m in MODELS}
+    speakers = sorted({s for r in fsdd.values() if r for s in r.get("per_speaker", {})})
+    head = "| model | FSDD top-1 % | top-5 % | speaker mean % | worst speaker % | " + \
+        " | ".join(speakers) + " | synthetic held-out voices top-1 % (proxy) |"
+    L.append(head)
+    L.append("|" + "---|" * (6 + len(speakers)))
+    for m, name in MODELS.items():
+        r, s = fsdd[m], synth[m]
+        if r is None and s is None:
+            continue
+        if r is None:
+            L.append(f"| {name} | missing | | | | " + " | ".join("" for _ in speakers) +
+                     f" | {_pct(s['top1']) if s else '-'} |")
+            continue
+        ps = r.get("per_speaker", {})
+        cells = " | ".join(_pct(ps[sp]["accuracy"]) if sp in ps else "-" for sp in speakers)
+        L.append(f"| {name} | **{_pct(r['top1'])}** | {_pct(r.get('top5'))} | {_pct(r['speaker_mean'])} | "
+                 f"{_pct(r['speaker_min'])} | {cells} | {_pct(s['top1']) if s else '-'} |")
+    L.append("")
+    n_per = {sp: next(r["per_speaker"][sp]["n"] for r in fsdd.values() if r and sp in r["per_speaker"])
+             for sp in speakers}
+    if n_per:
+        L.append("Clips per speaker: " + ", ".join(f"{k} {v}" for k, v in n_per.items()) + ".\n")
+    for m, name in MODELS.items():
+        r = fsdd[m]
+        if r and r.get("per_class"):
+            L.append(f"Per class, {name}: " + ", ".join(
+                f"{c} {_pct(v['accuracy'])}" for c, v in r["per_class"].items()) + ".\n")
+
+    L.append("## Speech-to-text retrieval on held-out synthetic voices\n")
+    L.append("Each clip's own text among all distinct test texts (one clip per text); "
+             "held-out voices = espeak-ng variants and a flite voice never spoken in training.\n")
+    L.append("| model | clips (= texts) | HITS@1 % | MRR | meanR | text-to-speech R@1 % |")
+    L.append("|---|---|---|---|---|---|")
+    for m, name in MODELS.items():
+        ret = _json(exp / m / "eval" / "retrieval_synth.json")
+        if ret is None:
+            continue
+        sp = _speech_block(ret) or {}
+        t2a = ret.get("text_to_audio", {})
+        L.append(f"| {name} | {ret.get('n_audio', '-')} | {_pct(sp.get('HITS@1'))} | "
+                 f"{sp.get('MRR', float('nan')):.3f} | {sp.get('meanR', float('nan')):.1f} | {_pct(t2a.get('R@1'))} |")
+    L.append("")
+
+    cl = _json(exp / "ml_clip" / "eval" / "crosslingual.json")
+    if cl:
+        L.append("## Cross-language digit retrieval (multilingual model)\n")
+        L.append("Query: a digit word spoken in language A (held-out voices); gallery: the ten digit words "
+                 "written in language B; HITS@1 % (chance 10). Trained pairs: A = B, and any A to English "
+                 "(de/fr/es digit clips also carry the English word). **Never paired in training**: "
+                 "between two of de/fr/es, and English speech to de/fr/es text.\n")
+        langs = cl["languages"]
+        L.append("| speech \\ text | " + " | ".join(langs) + " |")
+        L.append("|---|" + "---|" * len(langs))
+        for a in langs:
+            row = []
+            for b in langs:
+                p = cl["pairs"].get(f"{a}->{b}")
+                cell = _pct(p["hits1"]) if p else "-"
+                row.append(cell if p is None or p["kind"].startswith("never") is False else f"*{cell}*")
+            n = next((cl["pairs"][f"{a}->{b}"]["n"] for b in langs if f"{a}->{b}" in cl["pairs"]), 0)
+            L.append(f"| {a} ({n} clips) | " + " | ".join(row) + " |")
+        L.append("")
+        L.append("Italic: never paired in training. Mean HITS@1 by kind: " + ", ".join(
+            f"{k} {_pct(v)} %" for k, v in cl["mean_hits1_by_kind"].items()) + ".\n")
+
+    L.append("## Corpus (stage 0)\n")
+    if stats:
+        L.append(f"{stats['n_items']} clips ({stats['hours']} h) kept of {stats['n_planned']} planned "
+                 f"({stats['dropped']} dropped: longer than 1.5 s after augmentation, or empty); "
+                 f"synthesis took {stats['seconds']} s.\n")
+        L.append("| | " + " | ".join(stats["by_split"]) + " |")
+        L.append("|---|" + "---|" * len(stats["by_split"]))
+        L.append("| clips | " + " | ".join(str(v) for v in stats["by_split"].values()) + " |")
+        L.append("| distinct speakers (engine:voice+variant) | " + " | ".join(
+            str(stats["n_speakers"].get(s, "-")) for s in stats["by_split"]) + " |")
+        L.append("")
+        L.append("By language: " + ", ".join(f"{k} {v}" for k, v in stats["by_language"].items()) +
+                 "; by kind: " + ", ".join(f"{k} {v}" for k, v in stats["by_kind"].items()) +
+                 "; by engine: " + ", ".join(f"{k} {v}" for k, v in stats["by_engine"].items()) + ".\n")
+        L.append(f"Held-out espeak-ng variants: val {', '.join(stats['variants']['val'])}; "
+                 f"test {', '.join(stats['variants']['test'])}. flite voices: "
+                 + "; ".join(f"{k} {', '.join(v)}" for k, v in stats["flite_voices"].items())
+                 + f". {stats['espeak_version']}.\n")
+
+    L.append("## Training\n")
+    L.append("| model | config | steps | best val loss (selects the checkpoint) |")
+    L.append("|---|---|---|---|")
+    for m, name in MODELS.items():
+        ts = _json(exp / m / "train_summary.json")
+        cmd = (exp / m / "command.txt").read_text().strip() if (exp / m / "command.txt").is_file() else ""
+        if ts:
+            L.append(f"| {name} | `{cmd}` | {ts.get('steps')} | {ts.get('best_metric', float('nan')):.4f} |")
+    L.append("")
+
+    if timings:
+        L.append("## Wall time (this run)\n")
+        L.append("| stage | what | seconds | 1-min load average at its end |")
+        L.append("|---|---|---|---|")
+        total = 0
+        for n, name, sec, load in timings:
+            L.append(f"| {n} | {name} | {sec} | {load} |")
+            total += int(sec)
+        L.append(f"| | **total** | **{total}** ({total / 60:.1f} min) | |")
+        L.append("")
+
+    dev_log = out.parent / "fsdd_dev_log.md"
+    if dev_log.is_file():
+        L.append(dev_log.read_text().strip() + "\n")
+    text = "\n".join(L)
+    out.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="RESULTS.md for clasp_speech")
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--exp", default="exp")
+    ap.add_argument("--out", default="RESULTS.md")
+    a = ap.parse_args(argv)
+    write(Path(a.data), Path(a.exp), Path(a.out))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
