@@ -44,14 +44,9 @@ def _pct(x: float | None) -> str:
 
 
 def _speech_block(ret: dict[str, Any]) -> dict[str, Any] | None:
-    """The CLASP block (HITS@1, MRR, meanR) of an `audiocl eval retrieval --speech` JSON, speech-to-text."""
-    sp = ret.get("speech") or ret.get("clasp")
-    if isinstance(sp, dict):
-        for k in ("speech_to_text", "audio_to_text", "a2t"):
-            if isinstance(sp.get(k), dict):
-                return sp[k]
-        return sp
-    return None
+    """Speech-to-text HITS@1, MRR, meanR of an `audiocl eval retrieval --speech` JSON."""
+    a2t = ret.get("audio_to_text")
+    return a2t if isinstance(a2t, dict) and "HITS@1" in a2t else None
 
 
 def write(data: Path, exp: Path, out: Path) -> str:
