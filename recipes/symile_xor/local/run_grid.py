@@ -52,6 +52,39 @@ def run_job(job: dict, args: argparse.Namespace, python: str) -> dict:
     done = d / "eval" / "done.json"
     if done.is_file() and not args.force:
         return json.loads(done.read_text())
+    # a second run_grid on the same exp folder (e.g. started to share the work) must not
+    # train the same job twice: the first to create the lock owns it, the other waits for it
+    lock = d.parent / f".{d.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            break
+        except FileExistsError:
+            if not _owner_alive(lock):
+                lock.unlink(missing_ok=True)
+                continue
+            time.sleep(5)
+            if done.is_file():
+                return json.loads(done.read_text())
+    try:
+        return _run_locked(job, args, python, d, done)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _owner_alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text() or 0)
+        os.kill(pid, 0)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _run_locked(job: dict, args: argparse.Namespace, python: str, d: Path, done: Path) -> dict:
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)

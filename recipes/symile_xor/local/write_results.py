@@ -54,14 +54,14 @@ def fmt(xs: list[float]) -> str:
 
 def xor8_table(exp: Path) -> tuple[list[str], dict[str, list[float]]]:
     lines = [
-        "| objective (score) | seeds | predict a from b..h | predict h from a..g | mean over the 8 targets | worst target | best epoch (val loss) | train s / run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| objective (score) | seeds | predict a from b..h | predict h from a..g | mean over the 8 targets | worst target | best epoch (val loss) | logit scale t | train s / run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     acc_a: dict[str, list[float]] = {}
     for loss in LOSSES:
         rs = runs(exp / "xor8" / loss)
         if not rs:
-            lines.append(f"| {LABEL[loss]} | 0 | missing | missing | missing | missing | | |")
+            lines.append(f"| {LABEL[loss]} | 0 | missing | missing | missing | missing | | | |")
             continue
         a = [r["evals"]["a"]["accuracy"] for r in rs]
         h = [r["evals"]["h"]["accuracy"] for r in rs]
@@ -70,7 +70,8 @@ def xor8_table(exp: Path) -> tuple[list[str], dict[str, list[float]]]:
         acc_a[loss] = a
         epochs = ", ".join(str(r["best_epoch"]) for r in rs)
         secs = statistics.fmean(r["done"]["seconds"]["train"] for r in rs)
-        lines.append(f"| {LABEL[loss]} | {len(rs)} | {fmt(a)} | {fmt(h)} | {fmt(mean8)} | {100 * worst:.1f} | {epochs} | {secs:.0f} |")
+        scales = ", ".join(f"{r['evals']['a']['logit_scale']:.1f}" for r in rs)
+        lines.append(f"| {LABEL[loss]} | {len(rs)} | {fmt(a)} | {fmt(h)} | {fmt(mean8)} | {100 * worst:.1f} | {epochs} | {scales} | {secs:.0f} |")
     return lines, acc_a
 
 
