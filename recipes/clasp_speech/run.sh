@@ -100,6 +100,9 @@ stage6() {
         --classes "${m}/digit_classes.txt" --prompt "{}" --out "${ev}/zeroshot_fsdd.json"
     fi
   done
+  log "CWCL's weights on training batches (how soft its targets are here)"
+  ${python} local/cwcl_weight_stats.py --model "${exp}/en_cwcl/train/model" --manifest "${m}/en/train.jsonl" \
+    --out "${exp}/en_cwcl/eval/cwcl_weights.json"
   if [ -d "${exp}/ml_clip/train/model" ]; then
     model=${exp}/ml_clip/train/model ev=${exp}/ml_clip/eval
     mkdir -p "${ev}"
@@ -121,6 +124,7 @@ stage7() {
 
 cmdline="./run.sh $*"
 echo "${cmdline}" > "${exp}/command.txt"
+echo "$(date -u '+%Y-%m-%d %H:%M:%S') UTC  ${cmdline}" >> "${exp}/commands.log"  # every invocation, for RESULTS.md
 t_start=$(now_s)
 run_stage 0 "Debian packages and the synthetic speech-text corpus" stage0
 run_stage 1 "manifests (synthetic splits by voice; FSDD test manifest)" stage1

@@ -71,6 +71,9 @@ def write(data: Path, exp: Path, out: Path) -> str:
              "FSDD (`../shared/data/fsdd-dev`, 2000 real recordings of 0-9, 8 kHz) is a test set only.\n")
     L.append("## Command\n")
     L.append(f"```\ncd recipes/clasp_speech && {command}\n```\n")
+    if (exp / "commands.log").is_file():
+        L.append("The invocations that made the outputs below (stages already done are skipped):\n")
+        L.append("```\n" + (exp / "commands.log").read_text().strip() + "\n```\n")
     L.append(f"Machine: {platform.machine()}, {platform.system()}, {os.cpu_count()} CPU cores (shared), "
              f"CPU only; commit {rev or 'unknown'}.\n")
 
@@ -106,6 +109,19 @@ def write(data: Path, exp: Path, out: Path) -> str:
         if r and r.get("per_class"):
             L.append(f"Per class, {name}: " + ", ".join(
                 f"{c} {_pct(v['accuracy'])}" for c, v in r["per_class"].items()) + ".\n")
+
+    cw = _json(exp / "en_cwcl" / "eval" / "cwcl_weights.json")
+    if cw:
+        L.append(f"Why CWCL trails InfoNCE here (measured by `local/cwcl_weight_stats.py` on {cw['batches']} "
+                 f"training batches of {cw['batch_size']}): MiniLM's similarities between unrelated short texts "
+                 f"are high, so the mean off-diagonal weight `w_ij = (1 + <t_i, t_j>)/2` is "
+                 f"{cw['mean_offdiag_weight']:.2f} and after row normalisation a clip's own text gets "
+                 f"{_pct(cw['mean_own_pair_target_share'])} % of the target mass (uniform: "
+                 f"{_pct(cw['uniform_share'])} %, InfoNCE: 100 %). The targets are nearly uniform and the "
+                 f"speech tower gets little signal to tell `one` from `nine`. A batch also holds "
+                 f"{cw['mean_duplicate_texts_per_batch']:.0f} repeated texts on average (digit words), "
+                 f"which InfoNCE treats as negatives. This is CWCL as specified (no sharpening of the weights); "
+                 f"a sharper weighting was not tried.\n")
 
     L.append("## Speech-to-text retrieval on held-out synthetic voices\n")
     L.append("Each clip's own text among all distinct test texts (one clip per text); "
@@ -177,12 +193,21 @@ def write(data: Path, exp: Path, out: Path) -> str:
         L.append("## Wall time (this run)\n")
         L.append("| stage | what | seconds | 1-min load average at its end |")
         L.append("|---|---|---|---|")
-        total = 0
+        total, train_secs = 0, []
         for n, name, sec, load in timings:
             L.append(f"| {n} | {name} | {sec} | {load} |")
-            total += int(sec)
-        L.append(f"| | **total** | **{total}** ({total / 60:.1f} min) | |")
+            if n in ("3", "4", "5"):
+                train_secs.append(int(sec))
+            else:
+                total += int(sec)
+        wall = total + (max(train_secs) if train_secs else 0)
+        L.append(f"| | **wall time** (stages 3-5 run side by side: their longest counts) | "
+                 f"**{wall}** ({wall / 60:.1f} min) | |")
         L.append("")
+        L.append("The machine (2 cores) was shared with other jobs during the run; the load averages say how "
+                 "much. Stage 0 of this run was started by hand with run.sh's default arguments "
+                 "(`local/build_corpus.py --out data/corpus --n-en 10000 --n-ml 1500 --jobs 2`) while run.sh "
+                 "was being written; its time is the script's own measurement.\n")
 
     dev_log = out.parent / "fsdd_dev_log.md"
     if dev_log.is_file():
