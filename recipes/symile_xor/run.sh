@@ -16,7 +16,7 @@ stage=0
 stop_stage=3
 nj=2                         # trainings at once, one CPU thread each
 seeds="0 1 2"                # data and training seed of each run
-ps="0 0.25 0.5 0.75 1"       # the sweep's probabilities that c = a XOR b
+ps="0 0.5 1"                 # the sweep's probabilities that c = a XOR b (paper: 0, 0.1, ..., 1)
 d_v=1                        # bits per variable in the sweep (candidates: 2^d_v values)
 epochs=50                    # the authors' budget (examples/binary_xor.py)
 losses="symile pairwise gram"
@@ -73,7 +73,7 @@ stage3() {
   ${python} local/write_results.py --exp "${exp}" --d-v "${d_v}" --out RESULTS.md --plots results
 }
 
-echo "./run.sh $*" > "${exp}/command.txt"
+echo "./run.sh $*  # started $(date -u +%H:%M:%S) UTC" >> "${exp}/command.txt"
 t_start=$(now_s)
 run_stage 0 "data: xor8 and the xor3 sweep (seeds: ${seeds})" stage0
 run_stage 1 "8-bit XOR: ${losses} x seeds ${seeds}, ${epochs} epochs" stage1

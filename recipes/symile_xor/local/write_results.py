@@ -45,11 +45,12 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def fmt(xs: list[float]) -> str:
+def fmt(xs: list[float], n: bool = False) -> str:
+    """``mean ± std`` in percent; with ``n``, the number of seeds too."""
     if not xs:
         return "missing"
     m, s = mean_std(xs)
-    return f"{100 * m:.1f} ± {100 * s:.1f}"
+    return f"{100 * m:.1f} ± {100 * s:.1f}" + (f" ({len(xs)})" if n else "")
 
 
 def xor8_table(exp: Path) -> tuple[list[str], dict[str, list[float]]]:
@@ -95,13 +96,13 @@ def sweep(exp: Path, d_v: int) -> dict[float, dict[str, Any]]:
 
 def sweep_table(rows: dict[float, dict[str, Any]]) -> list[str]:
     lines = [
-        "| p = P(c = a XOR b) | Symile (mip) | pairwise CLIP (cosine) | GRAM (volume) | Bayes-optimal (same test rows) | chance |",
+        "| p = P(c = a XOR b) | Symile (mip) (seeds) | pairwise CLIP (cosine) | GRAM (volume) | Bayes-optimal (same test rows) | chance |",
         "|---|---|---|---|---|---|",
     ]
     for p, row in rows.items():
         bayes = fmt(row["bayes"]) if row["bayes"] else "missing"
         chance = f"{100 * row['chance']:.1f}" if row["chance"] else "?"
-        lines.append(f"| {p:.2f} | {fmt(row['symile'])} | {fmt(row['pairwise'])} | {fmt(row['gram'])} | {bayes} | {chance} |")
+        lines.append(f"| {p:.2f} | {fmt(row['symile'], True)} | {fmt(row['pairwise'], True)} | {fmt(row['gram'], True)} | {bayes} | {chance} |")
     return lines
 
 
@@ -198,7 +199,7 @@ def main() -> int:
     rows = sweep(exp, args.d_v)
     png = args.plots / "symile_xor.png"
     have_plot = plot(acc8, rows, args.d_v, png)
-    cmd = (exp / "command.txt").read_text().strip() if (exp / "command.txt").is_file() else "./run.sh"
+    cmd = "`, `".join((exp / "command.txt").read_text().strip().splitlines()) if (exp / "command.txt").is_file() else "./run.sh"
     cfg8 = first_cmds(exp, "xor8/symile/seed*/eval/done.json")
     cfg3 = first_cmds(exp, f"xor3/d{args.d_v}_p1.00/symile/seed*/eval/done.json")
     md = [
