@@ -59,7 +59,6 @@ def write(data: Path, exp: Path, out: Path) -> str:
                 row = line.split("\t")
                 latest[row[0]] = row
         timings = [latest[k] for k in sorted(latest, key=int)]
-    command = (exp / "command.txt").read_text().strip() if (exp / "command.txt").is_file() else "./run.sh"
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -70,7 +69,8 @@ def write(data: Path, exp: Path, out: Path) -> str:
              "re-running `./run.sh` rewrites it. Training data: synthetic speech only (espeak-ng, flite). "
              "FSDD (`../shared/data/fsdd-dev`, 2000 real recordings of 0-9, 8 kHz) is a test set only.\n")
     L.append("## Command\n")
-    L.append(f"```\ncd recipes/clasp_speech && {command}\n```\n")
+    L.append("The whole recipe (stages already done are skipped; `--force true` redoes them):\n")
+    L.append("```\ncd recipes/clasp_speech && ./run.sh\n```\n")
     if (exp / "commands.log").is_file():
         L.append("The invocations that made the outputs below (stages already done are skipped):\n")
         L.append("```\n" + (exp / "commands.log").read_text().strip() + "\n```\n")
