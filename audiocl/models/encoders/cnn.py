@@ -16,6 +16,16 @@ Widths give the first block's channels; each block doubles them:
 tiny 16, small 32, base 64 (the PANN papers' width), large 128.
 ``stem_pool: [t, f]`` average-pools the normalised mel before the first block,
 which divides the cost of every block by ``t * f`` (useful for 10 s clips on CPU).
+
+``input_norm: utterance`` first normalises each clip by its own statistics
+over its valid frames (cepstral mean and variance normalisation on log-mels):
+``x[t, f] <- (x[t, f] - mean_t x[t, f]) / std_{t,f}(x)``, padded frames set to
+0. A fixed channel (microphone, telephone band, synthesiser timbre) is a
+constant offset per mel bin in the log domain, so this removes it; batch
+statistics (the default, as in PANNs) keep it. ``time_masks`` /
+``freq_masks`` (SpecAugment) zero that many random time / mel stripes of at
+most ``time_mask_width`` frames / ``freq_mask_width`` bins per clip, in
+training mode only.
 """
 
 from __future__ import annotations
@@ -68,6 +78,49 @@ def masked_mean_max(x: Tensor, lengths: Tensor | None) -> Tensor:
     return mean + mx
 
 
+def _valid_mask(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``[B, T, 1]`` float mask of the valid frames of ``x: [B, T, F]``."""
+    T = x.shape[1]
+    if lengths is None:
+        return torch.ones(x.shape[0], T, 1, dtype=x.dtype, device=x.device)
+    steps = torch.arange(T, device=x.device)[None, :]
+    return (steps < lengths.to(x.device)[:, None].clamp(min=1)).to(x.dtype)[..., None]
+
+
+def utterance_norm(x: Tensor, lengths: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Per-clip mean (per mel bin) and variance (over all bins) normalisation over valid frames.
+
+    ``x: [B, T, F]`` log-mel; returns the same shape, padded frames 0.
+    """
+    m = _valid_mask(x, lengths)
+    n = m.sum(dim=1, keepdim=True)  # [B, 1, 1]
+    mean = (x * m).sum(dim=1, keepdim=True) / n  # [B, 1, F]
+    centred = (x - mean) * m
+    var = centred.pow(2).sum(dim=(1, 2), keepdim=True) / (n * x.shape[2])
+    return centred / torch.sqrt(var + eps)
+
+
+def spec_augment(x: Tensor, lengths: Tensor | None, p: CNNEncoder.Params) -> Tensor:
+    """Zero ``p.time_masks`` time stripes and ``p.freq_masks`` mel stripes per clip (``x: [B, T, F]``)."""
+    B, T, F_ = x.shape
+    dev = x.device
+    keep = torch.ones(B, T, F_, dtype=x.dtype, device=dev)
+    valid = lengths.to(dev).clamp(min=1, max=T) if lengths is not None else torch.full((B,), T, device=dev)
+    t_idx = torch.arange(T, device=dev)[None, :]
+    f_idx = torch.arange(F_, device=dev)[None, :]
+    for _ in range(p.time_masks):
+        w = torch.randint(0, p.time_mask_width + 1, (B,), device=dev)
+        start = (torch.rand(B, device=dev) * (valid - w).clamp(min=1)).long()
+        hit = (t_idx >= start[:, None]) & (t_idx < (start + w)[:, None])
+        keep = keep * (~hit).to(x.dtype)[:, :, None]
+    for _ in range(p.freq_masks):
+        w = torch.randint(0, min(p.freq_mask_width, F_) + 1, (B,), device=dev)
+        start = (torch.rand(B, device=dev) * (F_ - w).clamp(min=1)).long()
+        hit = (f_idx >= start[:, None]) & (f_idx < (start + w)[:, None])
+        keep = keep * (~hit).to(x.dtype)[:, None, :]
+    return x * keep
+
+
 @register_encoder("cnn")
 class CNNEncoder(nn.Module):
     """PANN-style CNN on log-mels; see the module docstring for shapes."""
@@ -84,6 +137,11 @@ class CNNEncoder(nn.Module):
             max_length=2,
             description="average-pool (time, freq) before the blocks; [2, 2] cuts compute ~4x on long clips",
         )
+        input_norm: Literal["batch", "utterance"] = "batch"
+        time_masks: int = Field(default=0, ge=0)
+        time_mask_width: int = Field(default=10, ge=1)
+        freq_masks: int = Field(default=0, ge=0)
+        freq_mask_width: int = Field(default=8, ge=1)
 
     def __init__(self, params: Params | None = None):
         super().__init__()
@@ -111,6 +169,10 @@ class CNNEncoder(nn.Module):
             raise AudioclError(
                 f"cnn encoder built for n_mels={self.params.n_mels}, got features with {x.shape[-1]} mel bins"
             )
+        if self.params.input_norm == "utterance":
+            x = utterance_norm(x, lengths)
+        if self.training and (self.params.time_masks or self.params.freq_masks):
+            x = spec_augment(x, lengths, self.params)
         x = x.unsqueeze(1)  # [B, 1, T, F]
         # BatchNorm over mel bins: put mels on the channel axis
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
