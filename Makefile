@@ -9,10 +9,11 @@ PY      := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 # Debian packages the tests use (real sounds for the clap_sfx recipe tests,
-# espeak-ng speech for the clasp_speech and trimodal_audio recipe tests).
+# espeak-ng and flite speech and word lists for the clasp_speech and trimodal_audio
+# recipe tests).
 # Installed when running as root with apt-get; otherwise those tests say why they skip.
 APT_TEST_PKGS := fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds \
-                 sound-theme-freedesktop tuxpaint-data espeak-ng
+                 sound-theme-freedesktop tuxpaint-data espeak-ng flite wamerican wngerman wfrench wspanish
 
 .PHONY: install apt-test-deps test lint demo clean-venv
 
