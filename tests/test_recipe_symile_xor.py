@@ -66,7 +66,7 @@ def test_symile_solves_xor_clip_stays_at_chance(tmp_path: Path) -> None:
 
 
 def test_bad_override_is_one_line(tmp_path: Path) -> None:
-    r = _run("audiocl", "train", "--config", "conf/xor3/symile.yaml", "--output", str(tmp_path / "o"),
+    r = _run(sys.executable, "-m", "audiocl", "train", "--config", "conf/xor3/symile.yaml", "--output", str(tmp_path / "o"),
              "optim.lr_rate=0.1")  # fmt: skip
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

@@ -17,8 +17,9 @@ Only the first row and column of G depend on the pair, so by the cofactor
 
 which holds for singular B_j too. adj(B_j) and det B_j are computed once per
 tuple (exact polynomials in the [N_t] entry vectors for k-1 <= 4; LU beyond), and
-the [N_a, N_t] volumes need k-1 matmuls plus O(k^2) elementwise products: no
-[N_a, N_t, k, k] stack and no batched LU. For unit vectors and k = 3 this is
+the [N_a, N_t] volumes need k-1 matmuls plus O(k^2) elementwise products (for
+k-1 >= 5 one batched [N_t] x [N_a, k-1] x [k-1, k-1] matmul instead): no
+[N_a, N_t, k, k] stack and no batched LU over the N_a N_t pairs. For unit vectors and k = 3 this is
 ``1 + 2 a b c - a^2 - b^2 - c^2`` (a = <t, v>, b = <t, s>, c = <v, s>).
 
 Loss (both directions, label smoothing 0.1, temperature tau)::
@@ -161,8 +162,12 @@ def gram_determinant(anchor: Tensor, others: Sequence[Tensor]) -> Tensor:
         X = torch.stack(list(others), 1)  # [N_t, n, d]
         Bt = X @ X.transpose(1, 2)
         det_b = torch.linalg.det(Bt)
-        A = adjugate(Bt)
-        adj = [[A[:, i, j] for j in range(n)] for i in range(n)]
+        A = adjugate(Bt)  # [N_t, n, n], symmetric
+        # the quadratic form g^T adj g as one batched matmul over tuples: the
+        # n(n+1)/2 elementwise [N_a, N_t] passes below cost far more for n >= 5
+        G = g_all.view(g_all.shape[0], n, n_t).permute(2, 0, 1)  # [N_t, N_a, n]
+        quad = ((G @ A) * G).sum(-1).T  # [N_a, N_t]
+        return c[:, None] * det_b[None, :] - quad
     det = c[:, None] * det_b[None, :]
     for m in range(n):
         det = det - adj[m][m][None, :] * g[m] * g[m]

@@ -389,6 +389,14 @@ class SymileLoss(nn.Module):
         t = get_logit_scale(outputs)
         xs = D.gather_many(xs)
         if self.negatives == "n_squared":
+            N, M = xs[0].shape[0], len(xs)
+            # the products of N^(M-2) tuples are materialised (in chunks of
+            # N^(M-2)-row blocks); past this they cannot fit any machine
+            if M > 3 and float(N) ** (M - 2) * xs[0].shape[1] > 4e9:
+                raise AudioclError(
+                    f"symile negatives='n_squared' with {M} modalities and batch {N} scores N^{M - 1} "
+                    f"= {float(N) ** (M - 1):.1e} tuples per anchor; use loss kwargs negatives: n (O(N))"
+                )
             return symile_loss_n_squared(xs, t, chunk_elements=self.chunk_elements)
         perms = None if batch is None else batch.get("symile_permutations")
         if perms is None:
