@@ -25,9 +25,10 @@ PACKAGES = [
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, RECIPE / "local" / f"{name}.py")
+    # a recipe-qualified name: other recipes have local/ modules of the same names
+    spec = importlib.util.spec_from_file_location(f"clap_sfx_{name}", RECIPE / "local" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 

@@ -14,11 +14,35 @@ from audiocl.data.manifest import AudioItem, read_manifest
 from audiocl.errors import AudioclError
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "clasp_speech"
+_STEMS = {p.stem for p in (RECIPE / "local").glob("*.py")}
+# other recipes' tests load local/ modules of the same plain names (build_corpus, ...)
+_saved = {n: sys.modules.pop(n) for n in _STEMS if n in sys.modules}
 sys.path.insert(0, str(RECIPE / "local"))
 
 import build_corpus  # noqa: E402
 import eval_digits  # noqa: E402
 import make_manifests  # noqa: E402
+
+sys.path.remove(str(RECIPE / "local"))
+_OURS = {n: sys.modules[n] for n in _STEMS if n in sys.modules}
+for _n in _OURS:
+    del sys.modules[_n]
+sys.modules.update(_saved)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_modules():
+    """The plain names point at this recipe's modules while its tests run (pickling needs it)."""
+    before = {n: sys.modules.get(n) for n in _OURS}
+    sys.modules.update(_OURS)
+    sys.path.insert(0, str(RECIPE / "local"))
+    yield
+    sys.path.remove(str(RECIPE / "local"))
+    for n, m in before.items():
+        if m is None:
+            sys.modules.pop(n, None)
+        else:
+            sys.modules[n] = m
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("flite") is None

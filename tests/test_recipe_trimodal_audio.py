@@ -27,6 +27,10 @@ pytestmark = pytest.mark.skipif(
 
 def _local(name: str):
     """A module of the recipe's local/ folder (they import each other by folder)."""
+    # other recipes' tests load local/ modules of the same plain names (build_corpus, ...):
+    # hide those while this recipe's modules import their siblings, then put them back
+    stems = {p.stem for p in (RECIPE / "local").glob("*.py")}
+    saved = {n: sys.modules.pop(n) for n in stems if n in sys.modules}
     sys.path.insert(0, str(RECIPE / "local"))
     try:
         spec = importlib.util.spec_from_file_location(f"trimodal_{name}", RECIPE / "local" / f"{name}.py")
@@ -36,6 +40,9 @@ def _local(name: str):
         return mod
     finally:
         sys.path.remove(str(RECIPE / "local"))
+        for n in stems:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess:
