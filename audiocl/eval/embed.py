@@ -183,16 +183,20 @@ def embed_items_all_towers(
                     raise AudioclError(f"item {it.id!r} has no field '{key}' for vector tower '{name}'")
                 arr = np.load(v) if isinstance(v, str) else np.asarray(v, dtype=np.float32)
                 rows.append(torch.as_tensor(np.asarray(arr, dtype=np.float32)))
-            x = torch.stack(rows)
-            was = model.training
-            model.eval()
-            try:
-                with torch.no_grad():
-                    embs = [model.encode(name, x[i : i + 256]) for i in range(0, x.shape[0], 256)]
-            finally:
-                model.train(was)
-            out[name] = F.normalize(torch.cat(embs).float().cpu(), dim=-1)
+            out[name] = embed_vectors(model, name, torch.stack(rows), batch_size=256)
     return out
+
+
+def embed_vectors(model: Any, tower: str, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Embed ``x: [N, ...]`` with one (vector) tower in eval mode: ``Tensor[N, d]`` on CPU, unit rows."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            embs = [model.encode(tower, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    finally:
+        model.train(was)
+    return F.normalize(torch.cat(embs).float().cpu(), dim=-1)
 
 
 def embed_arrays(
@@ -226,14 +230,7 @@ def embed_arrays(
             out[name] = embed_strings(model, [str(v) for v in arr], tower=name)
             continue
         x = torch.from_numpy(np.asarray(arr, dtype=np.float32))
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                embs = [model.encode(name, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-        finally:
-            model.train(was)
-        out[name] = F.normalize(torch.cat(embs).float().cpu(), dim=-1)
+        out[name] = embed_vectors(model, name, x, batch_size=batch_size)
     if not out:
         raise AudioclError(
             f"none of the towers {names} found an array among {sorted(arrays)}; map them with --inputs TOWER=ARRAY"
