@@ -216,3 +216,19 @@ def test_the_three_objectives_share_everything_but_the_loss() -> None:
         assert c["loss"]["kwargs"]["modalities"][0] == "text"
         c.pop("loss")
     assert cfgs["symile"] == cfgs["gram"] == cfgs["pairwise"]
+
+
+def test_tuple_counts_per_task_and_clear_errors() -> None:
+    """conf/task.yaml may give a split one count for every task or one per task; --tuples
+    overrides every task; a missing task or a non-count names the field."""
+    ma = _local("make_arrays")
+    conf = _task()["tuples"]
+    assert ma.tuple_counts(conf, "higher", {})["train"] > ma.tuple_counts(conf, "control", {})["train"]
+    assert ma.tuple_counts(conf, "higher", {"train": 300}) == {"train": 300, "val": conf["val"], "test": conf["test"]}
+    for bad in ({"train": {"higher": 10}, "val": 5, "test": 5}, {"train": 10, "val": "many", "test": 5},
+                {"train": 10, "val": 0, "test": 5}):  # fmt: skip
+        with pytest.raises(ma.AudioclError, match=r"tuples\.(train|val)"):
+            ma.tuple_counts(bad, "control", {})
+    r = subprocess.run([sys.executable, str(RECIPE / "local" / "make_arrays.py"), "--features", "/nonexistent",
+                        "--out", "/tmp/x", "--tuples", "train"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "--tuples 'train': expected SPLIT=COUNT" in r.stderr and "Traceback" not in r.stderr

@@ -21,7 +21,7 @@ set -euo pipefail
 stage=0
 stop_stage=6
 nj=2                       # Ray extraction workers, espeak-ng processes, parallel training runs
-seeds="0 1"                # training seeds of the main runs (tuples and clips are fixed)
+seeds="0 1 2"              # training seeds of the main runs (tuples and clips are fixed)
 losses="symile gram pairwise"
 missing_prob=0.4           # per-modality drop probability of the missingness runs
 min_probe=0.85             # stage 2 stops if a pooled feature identifies its class less often

@@ -72,6 +72,21 @@ def embed_words(words: list[str]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- sampling
+def tuple_counts(conf: dict[str, Any], task: str, override: dict[str, int]) -> dict[str, int]:
+    """Tuples per split for ``task``: ``conf`` maps a split to a count, or to ``{task: count}``
+    when the tasks differ; an ``override`` (``--tuples``) applies to every task."""
+    sizes = {}
+    for sp in SPLITS:
+        v = override.get(sp, conf.get(sp))
+        if isinstance(v, dict):
+            v = v.get(task)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise AudioclError(f"conf/task.yaml: tuples.{sp} must be a positive count or {{task: count}} "
+                               f"naming {', '.join(TASKS)}; got {v!r} for task {task}")  # fmt: skip
+        sizes[sp] = v
+    return sizes
+
+
 def draw_tuples(task: str, n: int, n_lang: int, pools: dict[str, dict[int, np.ndarray]], n_forms: int,
                 seed: int) -> dict[str, np.ndarray]:  # fmt: skip
     """Class and clip indices of ``n`` tuples. The class, clip and word-form draws do
@@ -192,8 +207,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {"languages": langs, "instruments": instruments, "word_dim": dim_w, "files": {},
                             "missing_prob": args.missing_prob}  # fmt: skip
     structure: dict[str, Any] = {}
-    sizes = {sp: int(args.tuples.get(sp, cfg["tuples"][sp])) for sp in SPLITS}
     for task in TASKS:
+        sizes = tuple_counts(cfg["tuples"], task, args.tuples)
         drawn = {}
         for si, sp in enumerate(SPLITS):
             t = draw_tuples(task, sizes[sp], L, split_rows[sp], n_forms, seed=args.seed * 10 + si)
@@ -260,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tuples", nargs="*", default=[], metavar="SPLIT=N", help="override conf tuples, e.g. train=200")
     args = ap.parse_args(argv)
     try:
+        bad = [t for t in args.tuples if "=" not in t or not t.partition("=")[2].isdigit()]
+        if bad:
+            raise AudioclError(f"--tuples {bad[0]!r}: expected SPLIT=COUNT, e.g. train=2000")
         args.tuples = {k: int(v) for k, v in (s.split("=", 1) for s in args.tuples)}
         res = build(args)
     except (AudioclError, ValueError) as e:
