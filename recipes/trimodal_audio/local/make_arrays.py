@@ -81,7 +81,8 @@ def tuple_counts(conf: dict[str, Any], task: str, override: dict[str, int]) -> d
         if isinstance(v, dict):
             v = v.get(task)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise AudioclError(f"conf/task.yaml: tuples.{sp} must be a positive count or {{task: count}} "
+            where = "--tuples" if sp in override else "conf/task.yaml"
+            raise AudioclError(f"{where}: tuples.{sp} must be a positive count or {{task: count}} "
                                f"naming {', '.join(TASKS)}; got {v!r} for task {task}")  # fmt: skip
         sizes[sp] = v
     return sizes
