@@ -34,10 +34,6 @@ done_dir=${exp}/.done
 stage_timings=${exp}/timings.tsv
 mkdir -p "${data}" "${exp}"
 use_audiocl
-# the venv's python runs the local scripts when no other was asked for
-if [ "${python}" = python ] && [ -z "${VIRTUAL_ENV:-}" ] && [ -x ../../.venv/bin/python ]; then
-  python=$(cd ../../.venv/bin && pwd)/python
-fi
 [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be a positive integer, got '${nj}'"
 [[ "${epochs}" =~ ^[1-9][0-9]*$ ]] || die "--epochs must be a positive integer, got '${epochs}'"
 
