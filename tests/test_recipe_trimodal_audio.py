@@ -218,7 +218,7 @@ def test_the_three_objectives_share_everything_but_the_loss() -> None:
     assert cfgs["symile"] == cfgs["gram"] == cfgs["pairwise"]
 
 
-def test_tuple_counts_per_task_and_clear_errors() -> None:
+def test_tuple_counts_per_task_and_clear_errors(tmp_path: Path) -> None:
     """conf/task.yaml may give a split one count for every task or one per task; --tuples
     overrides every task; a missing task or a non-count names the field."""
     ma = _local("make_arrays")
@@ -230,5 +230,5 @@ def test_tuple_counts_per_task_and_clear_errors() -> None:
         with pytest.raises(ma.AudioclError, match=r"tuples\.(train|val)"):
             ma.tuple_counts(bad, "control", {})
     r = subprocess.run([sys.executable, str(RECIPE / "local" / "make_arrays.py"), "--features", "/nonexistent",
-                        "--out", "/tmp/x", "--tuples", "train"], capture_output=True, text=True, timeout=120)  # fmt: skip
+                        "--out", str(tmp_path / "arrays"), "--tuples", "train"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "--tuples 'train': expected SPLIT=COUNT" in r.stderr and "Traceback" not in r.stderr

@@ -149,7 +149,6 @@ def gram_determinant(anchor: Tensor, others: Sequence[Tensor]) -> Tensor:
     # one matmul against all other modalities at once (fewer, larger BLAS calls)
     n_t = others[0].shape[0]
     g_all = anchor @ torch.cat(list(others), 0).T  # [N_a, n * N_t]
-    g = [g_all[:, m * n_t : (m + 1) * n_t] for m in range(n)]  # n x [N_a, N_t]
     if n <= 4:
         # B_j's entries as [N_t] vectors; det and adjugate as explicit polynomials
         B: Entries = [[None] * n for _ in range(n)]  # type: ignore[list-item]
@@ -168,6 +167,7 @@ def gram_determinant(anchor: Tensor, others: Sequence[Tensor]) -> Tensor:
         G = g_all.view(g_all.shape[0], n, n_t).permute(2, 0, 1)  # [N_t, N_a, n]
         quad = ((G @ A) * G).sum(-1).T  # [N_a, N_t]
         return c[:, None] * det_b[None, :] - quad
+    g = [g_all[:, m * n_t : (m + 1) * n_t] for m in range(n)]  # n x [N_a, N_t]
     det = c[:, None] * det_b[None, :]
     for m in range(n):
         det = det - adj[m][m][None, :] * g[m] * g[m]

@@ -88,7 +88,7 @@ def _run_locked(job: dict, args: argparse.Namespace, python: str, d: Path, done:
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
-    # the interpreter running this script, so a venv need not be on PATH
+    # through --python (default: the interpreter running this script), so a venv need not be on PATH
     train = [python, "-m", "audiocl", "train", "--config", f"conf/{args.task}/{job['loss']}.yaml", "--output", str(d / "train"),
              f"data.arrays={job['data']}/train.npz", f"data.val_arrays={job['data']}/val.npz",
              f"train.seed={job['seed']}", f"train.epochs={args.epochs}"]  # fmt: skip

@@ -174,21 +174,20 @@ def timings(exp: Path) -> list[str]:
 
 def span(exp: Path) -> list[str]:
     """Wall clock from the first job's start to the last job's end, and summed job times."""
-    starts = [p.stat().st_mtime for p in exp.glob("xor*/**/seed*/train.log")]
     dones = list(exp.glob("xor*/**/seed*/eval/done.json"))
     if not dones:
         return []
     import datetime as dt
 
-    t0 = min(p.stat().st_ctime for p in exp.glob("xor*/**/seed*")) if starts else None
+    t0 = min(p.stat().st_ctime for p in exp.glob("xor*/**/seed*"))  # the done files' own job folders at least
     t1 = max(p.stat().st_mtime for p in dones)
     busy = sum(sum(_json(p)["seconds"].values()) for p in dones)
-    out = [f"{len(dones)} jobs; their train + eval times sum to {busy:.0f} s."]
-    if t0 is not None:
-        fmt_t = "%H:%M:%S"
-        out.append(f"Earliest job-folder change (ctime; the runs started earlier) at {dt.datetime.utcfromtimestamp(t0).strftime(fmt_t)} UTC, last job done at "
-                   f"{dt.datetime.utcfromtimestamp(t1).strftime(fmt_t)} UTC: {t1 - t0:.0f} s or more of wall time for stages 1-2.")
-    return out
+    def hms(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%H:%M:%S")
+
+    return [f"{len(dones)} jobs; their train + eval times sum to {busy:.0f} s.",
+            f"Earliest job-folder change (ctime; the runs started earlier) at {hms(t0)} UTC, last job done at "
+            f"{hms(t1)} UTC: {t1 - t0:.0f} s or more of wall time for stages 1-2."]  # fmt: skip
 
 
 def first_cmds(exp: Path, pattern: str) -> list[str]:
