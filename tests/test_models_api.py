@@ -44,12 +44,15 @@ def model() -> MultiTowerModel:
     return m.eval()
 
 
-def _direct(model: MultiTowerModel, windows: list[np.ndarray]) -> torch.Tensor:
-    """Independent path: LogMel on each exact window, tower, mean, normalise."""
+def _direct(model: MultiTowerModel, x: np.ndarray, windows: list[tuple[int, int]], length: int | None = None) -> torch.Tensor:
+    """Independent path: LogMel of the whole clip, frame windows ``(start, stop)``,
+    tower (with ``length`` valid frames), mean, normalise."""
     lm = LogMel(model.frontend)
     with torch.no_grad():
-        mels = torch.stack([lm(torch.from_numpy(w.astype(np.float32))) for w in windows])
-        e = model.towers.audio(mels)
+        mel = lm(torch.from_numpy(x.astype(np.float32)))
+        mels = torch.stack([mel[a:b] for a, b in windows])
+        lens = None if length is None else torch.full((len(windows),), length)
+        e = model.towers.audio(mels, lens)
     return torch.nn.functional.normalize(e.mean(0), dim=0)
 
 
@@ -61,21 +64,35 @@ def test_window_starts_cover_evenly():
 
 
 def test_long_clip_is_mean_of_even_windows(model):
+    # windows are cut from the whole clip's log-mel (the clip rule fits in the mel
+    # domain, as a feature store holds it): 2.5 s = 251 frames -> starts 0, 75, 150
     rng = np.random.default_rng(0)
     x = (0.1 * rng.standard_normal(int(2.5 * SR))).astype(np.float32)
     got = embed_waveforms(model, [x], SR)[0]
-    starts = [0, int(0.75 * SR), int(1.5 * SR)]
-    expected = _direct(model, [x[s : s + SR] for s in starts])
+    win = model.frontend.clip_frames
+    assert win == 101
+    expected = _direct(model, x, [(s, s + win) for s in (0, 75, 150)])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 def test_short_clip_is_repeat_padded(model):
+    # 0.3 s = 31 frames: 3 whole copies of the mel (93 valid frames), then the log floor
+    from audiocl.audio.frontend import log_floor
+
     rng = np.random.default_rng(1)
     x = (0.1 * rng.standard_normal(int(0.3 * SR))).astype(np.float32)
     got = embed_waveforms(model, [x], SR)[0]
-    padded = np.zeros(SR, dtype=np.float32)
-    padded[: 3 * x.size] = np.tile(x, 3)
-    torch.testing.assert_close(got, _direct(model, [padded]), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        mel = LogMel(model.frontend)(torch.from_numpy(x))
+        assert mel.shape[0] == 31
+        padded = torch.full((101, mel.shape[1]), log_floor(model.frontend))
+        padded[:93] = mel.repeat(3, 1)
+        e = model.towers.audio(padded[None], torch.tensor([93]))[0]
+    torch.testing.assert_close(got, torch.nn.functional.normalize(e, dim=0), atol=1e-5, rtol=0)
+    # the zero tail is not signal: counting it changes the embedding of a CNN that masks
+    with torch.no_grad():
+        wrong = torch.nn.functional.normalize(model.towers.audio(padded[None], torch.tensor([101]))[0], dim=0)
+    assert (got - wrong).abs().max() > 1e-4
 
 
 def test_files_deterministic_batch_independent_and_resampled(model, tiny_wav_factory, shared_dir):

@@ -15,6 +15,30 @@ Policies (names as in LAION-CLAP and ``ClapFeatureExtractor``):
 A policy string is ``"<pad>+<trunc>"`` (``"repeatpad+rand_trunc"``) or one name,
 which stands for both sides (see :func:`audiocl.audio.frontend.parse_length_policy`).
 
+Two more ways to treat a clip longer than the target, used at inference:
+
+* ``windows``: ``ceil(n / target)`` windows with evenly spaced starts (first at 0,
+  last ending at the clip's end, :func:`window_starts`); the caller embeds each
+  and averages. Deterministic, and every frame is seen.
+* ``fusion``: LAION's 4-view input (:func:`fusion_views`).
+
+**The valid-length rule** (one rule, everywhere: training collation, the store
+reader and the file/waveform path): padding is not signal. A fitted clip's valid
+length counts the frames (samples) that come from the clip itself, repeated
+copies included, and never the padding (:func:`valid_length`):
+
+    n >= target:  target                     (a crop or a window is all signal)
+    pad:          n
+    repeat:       target                     (the tiled copies fill the target)
+    repeatpad:    (target // n) * n          (whole copies; the zero tail is not)
+
+**One domain**: log-mel inputs are fitted in the mel domain, always: the
+front-end runs on the whole clip and :func:`fit_clip` / :func:`clip_pieces`
+then cut, tile or pad its frames. A feature store keeps full-length mels, so
+this is the only way the store path and the file path can give the same input;
+a clip tiled as a waveform would differ in the frames that straddle a copy
+boundary. Waveform-input towers are fitted the same way in samples (pad 0).
+
 The ``*_frames`` variants work on ``[frames, n_mels]`` log-mels along the first
 axis, because the feature store keeps full-length mels and the loader crops at
 batch time. Padding a mel uses ``pad_value`` (the log floor; -100 dB for
@@ -25,6 +49,8 @@ one or two frames whose window straddles the boundary.
 from __future__ import annotations
 
 import hashlib
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -192,3 +218,101 @@ def sliding_windows(x: Any, win: int, hop: int, *, pad_value: float = 0.0) -> An
         a = padded
     idx = np.arange(n)[:, None] * hop + np.arange(win)[None, :]
     return _back(a[idx], was_torch)
+
+
+def window_starts(n: int, win: int) -> list[int]:
+    """Starts of ``ceil(n / win)`` windows of ``win`` covering ``[0, n)`` evenly.
+
+    The first starts at 0, the last ends at ``n``; a clip not longer than ``win``
+    is one window at 0.
+    """
+    if n <= win:
+        return [0]
+    k = math.ceil(n / win)
+    return [round(i * (n - win) / (k - 1)) for i in range(k)]
+
+
+def valid_length(n: int, target: int | None, policy: str) -> int:
+    """Frames (samples) of real signal after ``policy`` fits ``n`` to ``target``.
+
+    Padding is not signal; repeated copies of the clip are (see the module
+    docstring). ``target=None`` keeps the clip whole: ``n``.
+    """
+    if target is None:
+        return int(n)
+    pad_p, _ = parse_length_policy(policy)
+    if n >= target or pad_p == "repeat":
+        return int(target)
+    if pad_p == "repeatpad":
+        return (target // n) * n
+    return int(n)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One model input cut from a clip: ``x`` ``[frames, n_mels]`` (or ``[samples]``),
+    ``length`` its valid frames; a fusion piece holds ``x`` ``[4, frames, n_mels]`` and
+    ``is_longer`` instead."""
+
+    x: np.ndarray
+    length: int
+    is_longer: bool | None = None
+
+
+def fit_clip(
+    x: Any,
+    target: int | None,
+    policy: str,
+    *,
+    seed: int = 0,
+    key: str | int | None = None,
+    pad_value: float = 0.0,
+) -> Piece:
+    """Fit ``x`` (``[frames, n_mels]`` or ``[samples]``) to ``target`` along axis 0 by
+    ``policy`` (pad side and trunc/rand_trunc side): one :class:`Piece` with its valid
+    length. ``rand_trunc`` crops are seeded by ``(seed, key)``, so they are the same
+    in training collation and at inference given the same key. ``target=None`` keeps
+    the clip whole."""
+    a, _ = _as_numpy(x)
+    if a.ndim not in (1, 2) or a.shape[0] == 0:
+        raise AudioclError(f"expected a non-empty clip [frames, n_mels] or [samples], got shape {a.shape}")
+    if target is None:
+        return Piece(a, int(a.shape[0]))
+    fitted = _fit(a, target, policy, seed, key, pad_value)
+    return Piece(fitted, valid_length(int(a.shape[0]), target, policy))
+
+
+def clip_pieces(
+    x: Any,
+    target: int | None,
+    policy: str,
+    *,
+    long: str = "windows",
+    seed: int = 0,
+    key: str | int | None = None,
+    pad_value: float = 0.0,
+) -> list[Piece]:
+    """Inference: the model inputs of one clip, each with its valid length.
+
+    ``long`` says what a clip longer than ``target`` becomes: ``"windows"`` (evenly
+    spaced windows, see :func:`window_starts`; the caller averages their
+    embeddings), ``"policy"`` (the truncation side of ``policy``: the first window,
+    or the ``rand_trunc`` crop seeded by ``(seed, key)``, the same crop training
+    collation takes) or ``"fusion"`` (one 4-view piece, :func:`fusion_views`,
+    log-mels only). A clip not longer than ``target`` is fitted by the pad side of
+    ``policy`` (fusion: repeat-padded, LAION's rule).
+    """
+    a, _ = _as_numpy(x)
+    if a.ndim not in (1, 2) or a.shape[0] == 0:
+        raise AudioclError(f"expected a non-empty clip [frames, n_mels] or [samples], got shape {a.shape}")
+    if long == "fusion":
+        if target is None:
+            raise AudioclError("fusion needs a clip length (clip_samples)")
+        views, is_longer = fusion_views(a, target, seed=seed, key=key, pad_value=pad_value)
+        return [Piece(views, int(target), is_longer)]
+    if long not in ("windows", "policy"):
+        raise AudioclError(f"long clips are cut into 'windows', fitted by the 'policy' or use 'fusion', not {long!r}")
+    n = int(a.shape[0])
+    if target is None or n <= target or long == "policy":
+        return [fit_clip(a, target, policy, seed=seed, key=key, pad_value=pad_value)]
+    return [Piece(a[s : s + target], int(target)) for s in window_starts(n, target)]

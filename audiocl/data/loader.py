@@ -20,8 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from audiocl.audio.frontend import log_floor
+from audiocl.audio.length import fit_clip
 from audiocl.data.store import FeatureStore
 from audiocl.errors import AudioclError
+
+__all__ = ["FeatureDataset", "ShardShuffleSampler", "collate_features", "log_floor"]
 
 #: manifest fields copied into each example (besides ``texts`` and ``labels``)
 _EXTRA_FIELDS = ("split", "language", "speaker", "source", "duration")
@@ -236,28 +240,6 @@ class ShardShuffleSampler(Sampler[int]):
         return max(0, len(self._rank_indices()) - self.start)
 
 
-def log_floor(cfg: Any) -> float:
-    """The value a zero-padded waveform turns into under ``cfg`` (the pad value for mels):
-    ``(20/power)*log10(amin/ref)`` in dB mode, ``ln(amin/ref)`` in log mode."""
-    import math
-
-    if cfg.log == "db":
-        return 10.0 * 2.0 / cfg.power * math.log10(cfg.amin / cfg.ref)
-    return math.log(cfg.amin / cfg.ref)
-
-
-def _valid_frames(n: int, target: int, policy: str) -> int:
-    """Frames of real signal (not padding) after ``policy`` maps n -> target."""
-    from audiocl.audio.frontend import parse_length_policy
-
-    pad_p, _ = parse_length_policy(policy)
-    if n >= target or pad_p == "repeat":
-        return target
-    if pad_p == "repeatpad":
-        return (target // n) * n
-    return n
-
-
 def collate_features(
     batch: Sequence[dict[str, Any]],
     max_frames: int | None = None,
@@ -279,8 +261,13 @@ def collate_features(
 
     Waveform examples (``Tensor[samples]``) work the same way, counted in samples.
 
+    Fitting and valid lengths follow the one clip rule,
+    :func:`audiocl.audio.length.fit_clip` (padding is not signal: repeatpad
+    counts its whole copies, pad the clip itself), the same rule the store and
+    file embedding paths use.
+
     Returns ``{"ids": list[str], "features": Tensor[B, frames, n_mels],
-    "lengths": LongTensor[B] (frames holding signal, not zero padding),
+    "lengths": LongTensor[B] (frames holding signal, not padding),
     "texts": list[list[str]], "labels": list[list[str]], ...}``; any other key
     of the examples is gathered into a list.
     """
@@ -298,22 +285,17 @@ def collate_features(
             out[i, : f.shape[0]] = f
             lengths[i] = f.shape[0]
     else:
-        from audiocl.audio.length import apply_length_policy, apply_length_policy_frames
-
         if max_frames < 1:
             raise AudioclError(f"max_frames must be >= 1, not {max_frames}")
         rows = []
         lengths = torch.zeros(len(batch), dtype=torch.long)
         for i, (b, f) in enumerate(zip(batch, feats)):
             arr = f.numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
-            if arr.ndim == 1:  # waveform: zeros are the silence
-                y = apply_length_policy(arr, max_frames, policy, seed=seed, key=str(b["id"]))
-            else:
-                y = apply_length_policy_frames(
-                    arr, max_frames, policy, seed=seed, key=str(b["id"]), pad_value=pad_value
-                )
-            rows.append(torch.as_tensor(np.ascontiguousarray(y)))
-            lengths[i] = _valid_frames(int(arr.shape[0]), max_frames, policy)
+            # waveforms (1-D) pad with zeros, the silence; log-mels with the log floor
+            piece = fit_clip(arr, max_frames, policy, seed=seed, key=str(b["id"]),
+                             pad_value=0.0 if arr.ndim == 1 else pad_value)
+            rows.append(torch.as_tensor(np.ascontiguousarray(piece.x)))
+            lengths[i] = piece.length
         out = torch.stack(rows)
     result: dict[str, Any] = {"ids": [b["id"] for b in batch], "features": out, "lengths": lengths}
     for key in batch[0]:

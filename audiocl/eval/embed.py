@@ -1,18 +1,20 @@
 """Embedding manifest items for evaluation, deterministically.
 
-The same item always gives the same embedding: audio goes through the model's
-own front-end (``frontend.json``) with the deterministic long-audio rule of
-:mod:`audiocl.models.api` (clips longer than the model's clip length are cut
-into evenly spaced windows, embedded separately and averaged, then
-re-normalised; fusion models use crops seeded by the item id). Nothing here
-draws random numbers without a fixed key.
+The same item always gives the same embedding: the work is done by
+:mod:`audiocl.models.embed` (the model's own front-end, ``frontend.json``, then
+the one clip rule of :mod:`audiocl.audio.length` in the mel domain: short
+clips padded by the front-end's policy with the valid length "padding is not
+signal", clips longer than the model's clip length cut into evenly spaced
+windows, embedded separately and averaged, then re-normalised; fusion models
+use crops seeded by the item id). Nothing here draws random numbers without a
+fixed key, and the store and file sources give the same embedding.
 
 Sources of audio, in order of preference:
 
 * a feature store holding waveforms (``--store`` made with ``--store-waveform``):
   decoded from the store's FLAC shards;
 * a feature store holding log-mels only: its front-end must equal the model's
-  (same hash), the mel is windowed over frames the same way;
+  (same hash);
 * otherwise the audio files named by the manifest (``path``, ``start``,
   ``duration``).
 """
@@ -29,7 +31,15 @@ import torch.nn.functional as F
 
 from audiocl.errors import AudioclError
 
-__all__ = ["embed_items_audio", "embed_items_all_towers", "embed_strings", "gather_embeddings", "load_embeddings_npz"]
+__all__ = [
+    "embed_arrays",
+    "embed_items_all_towers",
+    "embed_items_audio",
+    "embed_strings",
+    "embed_vectors",
+    "gather_embeddings",
+    "load_embeddings_npz",
+]
 
 
 def _group(seq: Sequence[Any], n: int) -> list[Sequence[Any]]:
@@ -44,9 +54,15 @@ def embed_items_audio(
     tower: str | None = None,
     batch_size: int = 16,
     group: int = 64,
+    long_clips: str = "windows",
 ) -> torch.Tensor:
-    """Embed the audio of manifest ``items`` (``AudioItem``): ``Tensor[N, d]`` on CPU."""
-    from audiocl.models import embed_waveforms
+    """Embed the audio of manifest ``items`` (``AudioItem``): ``Tensor[N, d]`` on CPU, unit rows.
+
+    ``long_clips`` (see :data:`audiocl.models.embed.LONG_CLIPS`): ``"windows"``
+    averages evenly spaced windows; ``"policy"`` takes the front-end's own
+    truncation (the ``rand_trunc`` crop seeded by the item id).
+    """
+    from audiocl.models.embed import embed_store, embed_waveforms
 
     if not items:
         raise AudioclError("no items to embed")
@@ -62,16 +78,11 @@ def embed_items_audio(
             raise AudioclError(
                 f"{len(missing)} manifest item(s) are not in the store {store} (first: {missing[0]!r})"
             )
-        if "waveform" in fs.kinds:
-            out = []
-            for sub in _group(list(items), group):
-                wavs = [np.asarray(fs.waveform(it.id), dtype=np.float32) for it in sub]
-                out.append(
-                    embed_waveforms(model, wavs, fs.sample_rate, batch_size=batch_size, tower=tower,
-                                    keys=[it.id for it in sub])
-                )
-            return torch.cat(out)
-        return _embed_store_logmel(model, fs, [it.id for it in items], tower=tower, batch_size=batch_size)
+        out = [
+            embed_store(model, fs, [it.id for it in sub], tower=tower, batch_size=batch_size, long_clips=long_clips)
+            for sub in _group(list(items), group)
+        ]
+        return F.normalize(torch.cat(out), dim=-1)
 
     from audiocl.audio.io import load_mono
 
@@ -83,64 +94,14 @@ def embed_items_audio(
         ]
         out.append(
             embed_waveforms(model, wavs, fe.sample_rate, batch_size=batch_size, tower=tower,
-                            keys=[it.id for it in sub])
+                            keys=[it.id for it in sub], long_clips=long_clips)
         )
-    return torch.cat(out)
-
-
-def _embed_store_logmel(model: Any, fs: Any, ids: Sequence[str], *, tower: str | None, batch_size: int) -> torch.Tensor:
-    from audiocl.audio.frontend import log_floor, parse_length_policy
-    from audiocl.audio.length import apply_length_policy_frames
-    from audiocl.models.api import window_starts
-
-    fe = model.frontend
-    if fs.config.hash() != fe.hash():
-        raise AudioclError(
-            "the store's front-end differs from the model's (frontend.json); "
-            "re-extract with the model's front-end or evaluate from the audio files (omit --store)"
-        )
-    if fe.fusion:
-        raise AudioclError("fusion models need waveforms: use a store with waveforms or omit --store")
-    target = fe.clip_frames
-    pad_policy, _ = parse_length_policy(fe.length_policy)
-    floor = log_floor(fe)
-    pieces: list[np.ndarray] = []
-    lengths: list[int] = []
-    owner: list[int] = []
-    for i, item_id in enumerate(ids):
-        mel = np.array(fs[item_id], dtype=np.float32)  # a copy: store views are read-only
-        if target is None:
-            pieces.append(mel)
-            lengths.append(mel.shape[0])
-            owner.append(i)
-        elif mel.shape[0] <= target:
-            pieces.append(apply_length_policy_frames(mel, target, pad_policy, pad_value=floor))
-            lengths.append(target if pad_policy != "pad" else mel.shape[0])
-            owner.append(i)
-        else:
-            for s in window_starts(mel.shape[0], target):
-                pieces.append(mel[s : s + target])
-                lengths.append(target)
-                owner.append(i)
-    embs = []
-    for b in range(0, len(pieces), batch_size):
-        chunk = pieces[b : b + batch_size]
-        n = max(p.shape[0] for p in chunk)
-        feats = torch.full((len(chunk), n, chunk[0].shape[1]), floor, dtype=torch.float32)
-        for j, p in enumerate(chunk):
-            feats[j, : p.shape[0]] = torch.from_numpy(np.ascontiguousarray(p))
-        lens = torch.tensor(lengths[b : b + batch_size], dtype=torch.long)
-        embs.append(model.embed_audio(feats, lens, tower).float().cpu())
-    emb = torch.cat(embs)
-    owner_t = torch.tensor(owner, dtype=torch.long)
-    summed = torch.zeros(len(ids), emb.shape[1]).index_add_(0, owner_t, emb)
-    counts = torch.bincount(owner_t, minlength=len(ids)).clamp_min(1).unsqueeze(1)
-    return F.normalize(summed / counts, dim=-1)
+    return F.normalize(torch.cat(out), dim=-1)
 
 
 def embed_strings(model: Any, texts: Sequence[str], *, tower: str | None = None, batch_size: int = 256) -> torch.Tensor:
     """Embed strings with the model's text tower: ``Tensor[N, d]`` on CPU, unit rows."""
-    from audiocl.models import embed_texts
+    from audiocl.models.embed import embed_texts
 
     if not texts:
         raise AudioclError("no texts to embed")
@@ -189,14 +150,9 @@ def embed_items_all_towers(
 
 def embed_vectors(model: Any, tower: str, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Embed ``x: [N, ...]`` with one (vector) tower in eval mode: ``Tensor[N, d]`` on CPU, unit rows."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            embs = [model.encode(tower, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-    finally:
-        model.train(was)
-    return F.normalize(torch.cat(embs).float().cpu(), dim=-1)
+    from audiocl.models.embed import embed_vectors as _embed_vectors
+
+    return F.normalize(_embed_vectors(model, tower, x, batch_size=batch_size), dim=-1)
 
 
 def embed_arrays(

@@ -148,25 +148,12 @@ class MultiTowerModel(nn.Module):
             )
         return names[0]
 
-    def _device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
-
     def embed_text(self, texts: Sequence[str], tower: str | None = None, *, batch_size: int = 256) -> Tensor:
-        """Embed strings in eval mode without gradients: ``Tensor[N, embed_dim]``."""
-        name = self._pick_tower(tower, ("text",))
-        texts = list(texts)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                outs = [self.towers[name](texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-        finally:
-            self.train(was_training)
-        if not outs:
-            return torch.empty(0, self.config.embed_dim)
-        return torch.cat(outs)
+        """Embed strings in eval mode without gradients: ``Tensor[N, embed_dim]`` on CPU
+        (:func:`audiocl.models.embed.embed_texts`)."""
+        from audiocl.models.embed import embed_texts
+
+        return embed_texts(self, list(texts), tower=tower, batch_size=batch_size)
 
     def embed_audio(
         self,
@@ -176,20 +163,18 @@ class MultiTowerModel(nn.Module):
         *,
         batch_size: int = 64,
     ) -> Tensor:
-        """Embed log-mels ``[B, frames, n_mels]`` (or waveforms for a waveform tower)
-        in eval mode without gradients: ``Tensor[B, embed_dim]``."""
+        """Embed model inputs as they are (log-mels ``[B, frames, n_mels]``, or waveforms
+        for a waveform tower) in eval mode without gradients: ``Tensor[B, embed_dim]``.
+        No clip rule is applied; to embed clips use :mod:`audiocl.models.embed`."""
+        from audiocl.models.embed import device_of, inference
+
         name = self._pick_tower(tower, ("audio",) if self._has("audio") else ("speech",))
-        dev = self._device()
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                outs = []
-                for i in range(0, features.shape[0], batch_size):
-                    ln = None if lengths is None else lengths[i : i + batch_size].to(dev)
-                    outs.append(self.towers[name](features[i : i + batch_size].to(dev), ln))
-        finally:
-            self.train(was_training)
+        dev = device_of(self)
+        outs = []
+        with inference(self):
+            for i in range(0, features.shape[0], batch_size):
+                ln = None if lengths is None else lengths[i : i + batch_size].to(dev)
+                outs.append(self.towers[name](features[i : i + batch_size].to(dev), ln))
         if not outs:
             return torch.empty(0, self.config.embed_dim)
         return torch.cat(outs)

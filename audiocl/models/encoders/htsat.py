@@ -38,6 +38,11 @@ PRESETS: dict[str, dict[str, object]] = {
 class HTSATEncoder(nn.Module):
     """HTSAT-Swin audio encoder; parameters map onto ``ClapAudioConfig``."""
 
+    #: LAION-CLAP and ``ClapFeatureExtractor`` fit short clips as waveforms (repeat,
+    #: then zero-pad) before the log-mel; embedding follows them for parity (see
+    #: :mod:`audiocl.audio.length`, "One domain").
+    fit_domain = "waveform"
+
     class Params(EncoderParams):
         preset: Literal["tiny", "base", "large"] | None = None
         embed_dim: int = Field(default=96, gt=0)
