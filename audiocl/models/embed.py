@@ -59,6 +59,7 @@ __all__ = [
     "embed_vectors",
     "embed_waveforms",
     "inference",
+    "logmel_pieces",
 ]
 
 #: What a clip longer than the model's clip length becomes at inference (see
@@ -185,6 +186,24 @@ def embed_logmels(
     fusion and ``rand_trunc`` crops.
     """
     from audiocl.audio.frontend import log_floor
+
+    fe = _frontend(model)
+    name = audio_tower(model, tower)
+    pieces, owner = logmel_pieces(model, mels, keys=keys, tower=name, long_clips=long_clips)
+    return embed_pieces(model, name, pieces, owner, len(mels), batch_size=batch_size, pad_value=log_floor(fe))
+
+
+def logmel_pieces(
+    model: MultiTowerModel,
+    mels: Sequence[np.ndarray],
+    *,
+    keys: Sequence[str] | None = None,
+    tower: str | None = None,
+    long_clips: str = "windows",
+) -> tuple[list[Piece], list[int]]:
+    """The model inputs :func:`embed_logmels` makes from full-length log-mels:
+    ``(pieces, owner)``, ``owner[i]`` the clip of ``pieces[i]``."""
+    from audiocl.audio.frontend import log_floor
     from audiocl.audio.length import clip_pieces
 
     fe = _frontend(model)
@@ -201,7 +220,7 @@ def embed_logmels(
         for p in clip_pieces(mel, fe.clip_frames, fe.length_policy, long=long, key=keys[i], pad_value=floor):
             pieces.append(p)
             owner.append(i)
-    return embed_pieces(model, name, pieces, owner, len(mels), batch_size=batch_size, pad_value=floor)
+    return pieces, owner
 
 
 def embed_waveforms(

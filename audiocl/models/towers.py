@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.models.config import ProjectionConfig, TowerConfig
+from audiocl.models.embed import device_of
 from audiocl.models.encoders.base import build_encoder
 
 _ACT = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -168,7 +169,7 @@ class Tower(nn.Module):
         if self.cache is not None and (ids is not None or _is_str_list(x)):
             keys = list(ids) if ids is not None else list(x)
             items = _split_items(x, lengths, len(keys))
-            device = _param_device(self)
+            device = device_of(self)
 
             def compute(sub: list[Any]) -> Tensor:
                 xs, ls = _join_items(sub)
@@ -212,9 +213,3 @@ def _join_items(sub: list[Any]) -> tuple[Any, Tensor | None]:
     xs = torch.stack([s[0] for s in sub])
     ls = None if sub[0][1] is None else torch.stack([s[1] for s in sub])
     return xs, ls
-
-
-def _param_device(m: nn.Module) -> torch.device:
-    for p in m.parameters():
-        return p.device
-    return torch.device("cpu")
