@@ -214,3 +214,39 @@ def test_readme_python_snippet_runs_verbatim(shared_dir, tmp_path, monkeypatch):
     assert a.shape == (2, 16) and t.shape == (2, 16)
     torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
     assert not torch.allclose(a[0], a[1])
+
+
+def test_valid_length_rule_and_inference_pieces():
+    from audiocl.audio.length import clip_pieces
+
+    assert [valid_length(30, 100, p) for p in ("pad", "repeat", "repeatpad", "repeatpad+rand_trunc")] == [30, 100, 90, 90]
+    assert valid_length(250, 100, "repeatpad") == 100 and valid_length(250, None, "pad") == 250
+    mel = np.arange(250 * 2, dtype=np.float32).reshape(250, 2)
+    win = clip_pieces(mel, 100, "repeatpad+rand_trunc")
+    assert [int(p.x[0, 0]) // 2 for p in win] == [0, 75, 150] and [p.length for p in win] == [100] * 3
+    crop = clip_pieces(mel, 100, "repeatpad+rand_trunc", long="policy", key="a")
+    assert len(crop) == 1 and crop[0].length == 100
+    assert np.array_equal(crop[0].x, clip_pieces(mel, 100, "repeatpad+rand_trunc", long="policy", key="a")[0].x)
+    (short,) = clip_pieces(mel[:30], 100, "repeatpad", pad_value=-100.0)
+    assert short.length == 90 and np.array_equal(short.x[:90], np.tile(mel[:30], (3, 1)))
+    assert (short.x[90:] == -100.0).all()
+    (fused,) = clip_pieces(mel, 100, "repeatpad", long="fusion", key="a")
+    assert fused.x.shape == (4, 100, 2) and fused.is_longer
+
+
+def test_waveform_fitted_model_refuses_a_logmel_store(clips, tmp_path):
+    """HTSAT fits clips as waveforms (LAION's rule): a log-mel-only store cannot give its input."""
+    from audiocl.data.extract import extract
+    from audiocl.data.store import FeatureStore
+    from audiocl.errors import AudioclError
+    from audiocl.models.embed import embed_store
+
+    manifest, items = clips
+    fe = get_preset("speech16k", n_mels=16, clip_samples=SR, length_policy="repeatpad")
+    cfg = {"embed_dim": 8, "towers": {"audio": {"modality": "audio", "encoder": {
+        "type": "htsat", "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4,
+        "spec_size": 64, "n_mels": 16}}}}
+    model = MultiTowerModel.from_config(cfg, frontend=fe).eval()
+    extract(manifest, tmp_path / "store", fe, use_ray=False, progress=False)
+    with pytest.raises(AudioclError, match="fits clips as waveforms"):
+        embed_store(model, FeatureStore(tmp_path / "store"), [it.id for it in items])

@@ -322,6 +322,11 @@ def embed_store(
         wavs = [np.asarray(store.waveform(i), dtype=np.float32) for i in ids]
         return embed_waveforms(model, wavs, store.sample_rate, batch_size=batch_size, tower=name, keys=list(ids),
                                long_clips=long_clips)
+    if _takes_waveform(model, name):
+        raise AudioclError(
+            f"tower '{name}' takes waveforms and the store {store.dir} holds log-mels only: "
+            "extract with --store-waveform or evaluate from the audio files (omit --store)"
+        )
     if _fits_waveform(model, name):
         raise AudioclError(
             f"tower '{name}' fits clips as waveforms (LAION's rule) and the store {store.dir} holds log-mels "
