@@ -41,6 +41,7 @@ from audiocl.data.store import (
     shard_name,
 )
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_bytes, remove_stale_tmp
 
 WORK_DIR = ".work"
 
@@ -186,12 +187,17 @@ def process_shard(
                 builder.fail({"id": item["id"], "path": item["path"], "reason": "unreadable",
                               "message": f"{type(err).__name__}: {err}"})
             else:
+                builder.abort()  # no temporary file of this shard is left behind
                 raise  # disk full, out of memory: the shard fails and is reported
         except Exception as err:  # any other per-item failure must not cost the shard
             builder.fail({"id": item["id"], "path": item["path"], "reason": "error",
                           "message": f"{stage}: {type(err).__name__}: {err}"})
     t0 = clock()
-    result = builder.commit()
+    try:
+        result = builder.commit()
+    except BaseException:
+        builder.abort()
+        raise
     cpu["write"] += clock() - t0
     result.cpu = cpu
     result.t_start, result.t_end = t_start, time.time()
@@ -218,9 +224,7 @@ def plan_shards(
     def flush() -> tuple[int, Path, str, int]:
         body = "".join(buf).encode("utf-8")
         path = work_dir / f"{shard_name(shard)}.spec.jsonl"
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, body, fsync=False)  # redone by every run: no fsync
         return shard, path, hashlib.sha256(body).hexdigest(), len(buf)
 
     for item in read_manifest(Path(manifest).resolve()):
@@ -310,28 +314,38 @@ def extract(
     writer = StoreWriter.create(out, params, resume=resume)
     with _store_lock(out):
         work = out / WORK_DIR
-        for stale in (out / SHARDS_DIR).glob(".*.tmp-*"):
-            stale.unlink(missing_ok=True)  # left by a killed run
+        # left by a killed run (the lock says no other run is writing)
+        remove_stale_tmp(out / SHARDS_DIR)
+        remove_stale_tmp(out)
+        work_existed = work.exists()
         todo: list[dict[str, Any]] = []
         skipped: list[ShardResult] = []
-        num_shards = 0
+        spec_hashes: list[str] = []
         total_items = 0
         try:
             for shard, spec, spec_hash, n in plan_shards(manifest, work, params.shard_size):
-                num_shards += 1
+                spec_hashes.append(spec_hash)
                 total_items += n
                 if resume and writer.is_done(shard, spec_hash):
                     skipped.append(writer.shard_result(shard))
                 else:
                     todo.append({"shard": shard, "spec": str(spec), "spec_hash": spec_hash, "n": n})
-        except AudioclError:
+            num_shards = len(spec_hashes)
+            if num_shards == 0:
+                raise AudioclError(f"manifest {manifest} has no items")
+            if resume:
+                # before anything in the store changes: a resumed store must come from
+                # the same manifest, or its index and last shard would be rewritten
+                writer.check_resume(spec_hashes, manifest)
+        except (AudioclError, OSError) as err:
             # a bad manifest writes nothing: remove what this run created
-            shutil.rmtree(work, ignore_errors=True)
+            if not work_existed:
+                shutil.rmtree(work, ignore_errors=True)
             if not existed:
                 shutil.rmtree(out, ignore_errors=True)
+            if isinstance(err, OSError):
+                raise _write_error(out, err) from None
             raise
-        if num_shards == 0:
-            raise AudioclError(f"manifest {manifest} has no items")
         if todo:
             writer.invalidate_index()
 
@@ -388,7 +402,10 @@ def extract(
                 f"{len(failures)} shard(s) could not be written (run again with --resume): "
                 + "; ".join(failures[:3])
             )
-        writer.finalize(num_shards)
+        try:
+            writer.finalize(num_shards)
+        except OSError as err:
+            raise _write_error(out, err) from None
         shutil.rmtree(work, ignore_errors=True)
         all_results = results + skipped
         reasons: Counter[str] = Counter()
@@ -422,6 +439,15 @@ def extract(
         with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
             f.write(_canonical({"time": time.time(), **summary}) + "\n")
         return summary
+
+
+def _write_error(out: Path, err: OSError) -> AudioclError:
+    """A failed write (disk full, quota, permissions) as one line naming the file."""
+    where = err.filename or out
+    return AudioclError(
+        f"cannot write {where}: {err.strerror or err}; nothing partial was kept "
+        "(free space, then run again with --resume)"
+    )
 
 
 def _steady_rate(results: list[ShardResult], n: int) -> float:
