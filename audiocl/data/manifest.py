@@ -61,6 +61,7 @@ CORE_FIELDS: tuple[str, ...] = (
 )
 _RESERVED = frozenset(CORE_FIELDS) | {"custom"}
 _GZIP_MAGIC = b"\x1f\x8b"
+_GZ_DAMAGED = "the gzip data is damaged"
 # how far a segment may run past the probed end of its file: MP3 headers give
 # approximate lengths (encoder delay and padding are ~1-2 frames of 1152 samples)
 SEGMENT_TOLERANCE_S = 0.05
@@ -327,7 +328,36 @@ def _object_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
+def _gzip_damage(p: Path) -> str | None:
+    """Why the gzip file ``p`` is damaged (CRC, length, deflate error), or None if it
+    decompresses cleanly. Only called once a line has failed: gzip checks its CRC at
+    the end of the stream, so a flipped byte first shows as a garbled line."""
+    try:
+        with open(p, "rb") as raw:
+            if raw.read(2) != _GZIP_MAGIC:
+                return None
+        with gzip.open(p, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        yield from _iter_dicts_unchecked(p)
+    except InputError as err:
+        damage = None if _GZ_DAMAGED in err.message else _gzip_damage(p)
+        if damage is None:
+            raise
+        raise InputError(
+            str(p), f"{_GZ_DAMAGED} ({damage}); {err.message}", line=err.line,
+            field=err.field,
+        ) from None
+
+
+def _iter_dicts_unchecked(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     # bytes are decoded a line at a time so that a bad byte is blamed on its own line
     with _open_binary(p) as fh:
         lineno = 0
@@ -337,7 +367,7 @@ def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except (OSError, EOFError, zlib.error) as err:
                 # truncated or corrupt gzip stream (a flipped byte is a zlib.error)
                 raise InputError(
-                    str(p), f"cannot read: {type(err).__name__}: {err} (a damaged gzip file?)",
+                    str(p), f"cannot read: {_GZ_DAMAGED} ({type(err).__name__}: {err})",
                     line=lineno + 1,
                 ) from None
             if not raw:
@@ -389,6 +419,21 @@ def read_manifest(
 
 
 def _read_items(p: Path, resolve_paths: bool, check_duplicates: bool) -> Iterator[AudioItem]:
+    try:
+        yield from _read_items_unchecked(p, resolve_paths, check_duplicates)
+    except InputError as err:
+        damage = None if _GZ_DAMAGED in err.message else _gzip_damage(p)
+        if damage is None:
+            raise
+        raise InputError(
+            str(p), f"{_GZ_DAMAGED} ({damage}); {err.message}", line=err.line,
+            field=err.field,
+        ) from None
+
+
+def _read_items_unchecked(
+    p: Path, resolve_paths: bool, check_duplicates: bool
+) -> Iterator[AudioItem]:
     base = os.path.dirname(os.path.abspath(p))
     seen: dict[str, int] = {}
     for lineno, obj in _iter_dicts(p):
