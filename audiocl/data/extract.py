@@ -269,16 +269,69 @@ def _init_ray(address: str | None, workers: int) -> tuple[bool, int]:
         logging_level=logging.ERROR,
         configure_logging=True,
     )
+    token_source = None
+    if address:
+        token_source = _use_token_auth_if_available()
     try:
         if address:
             ray.init(address=address, **common)
         else:
             # the object store only carries tiny rows; keep /dev/shm use small
             ray.init(num_cpus=workers, object_store_memory=128 * 1024 * 1024, **common)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise AudioclError(f"cannot start or join {where}: {err}") from None
+        text = " ".join(str(err).split())
+        if len(text) > 300:
+            text = text[:297] + "..."
+        hint = ""
+        if address:
+            mode = os.environ.get("RAY_AUTH_MODE", "unset")
+            hint = (
+                f" (auth mode here: {mode}"
+                + (f", token from {token_source}" if token_source else ", no token found")
+                + "). Check that the head runs at that address (`ray status --address "
+                f"{address}`); a head started by `ray start --head` uses token "
+                "authentication when it finds a token (Ray 2.59+): give this machine the "
+                "head's token (`ray get-auth-token` on the head prints it) in "
+                "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+            )
+        raise AudioclError(f"cannot start or join {where}: {text}{hint}") from None
     return True, int(ray.cluster_resources().get("CPU", workers))
+
+
+def _ray_token_source() -> str | None:
+    """Where Ray would read an auth token from (in Ray's order), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH={path}" if os.path.isfile(path) else None
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def _use_token_auth_if_available() -> str | None:
+    """Join a head the way ``ray start --head`` set it up: Ray 2.59+ starts a head
+    with token authentication whenever a token exists (``~/.ray/auth_token``, which
+    any local ``ray.init()`` creates, or ``RAY_AUTH_TOKEN[_PATH]``), but
+    ``ray.init(address=...)`` only turns it on for ``address="auto"``, so an explicit
+    address fails with "Failed to connect" after ~20 s. With ``RAY_AUTH_MODE`` unset and
+    a token present, turn token mode on, as ``address="auto"`` does; a head without
+    authentication accepts such a client too (checked with Ray 2.60). An explicit
+    ``RAY_AUTH_MODE`` is left as it is. Returns where the token comes from."""
+    source = _ray_token_source()
+    if source is None or "RAY_AUTH_MODE" in os.environ:
+        return source
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        # refresh Ray's cached config, as Ray's own helper does (private API, hence
+        # the guard: without it the environment variable still reaches ray.init)
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except Exception:
+        pass
+    return source
 
 
 def extract(
@@ -380,7 +433,14 @@ def extract(
         timing: dict[str, float] = {}
         try:
             if todo and use_ray:
-                started_ray = _run_ray(todo, out, params, workers, address, record, timing)
+                try:
+                    started_ray = _run_ray(todo, out, params, workers, address, record, timing)
+                except AudioclError:
+                    # e.g. the cluster cannot be joined: a store this run created and
+                    # that holds no finished shard is removed again
+                    if not existed and not any((out / SHARDS_DIR).glob("*.done")):
+                        shutil.rmtree(out, ignore_errors=True)
+                    raise
             elif todo:
                 w = _InProcess(str(out), single_thread=False)
                 for t in todo:
