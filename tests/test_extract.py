@@ -282,6 +282,7 @@ def test_cluster_head_started_separately_gives_same_store(resume_corpus, tmp_pat
         err = r.stderr.strip().splitlines()
         assert len(err) == 1 and "cannot start or join the Ray cluster" in err[0], r.stderr
         assert "no token found" in err[0] and "ray get-auth-token" in err[0]
+        assert "InvalidAuthToken" in err[0]  # what the head said, quoted once
         assert not out.exists()
         # with the token (RAY_AUTH_MODE still unset) it joins
         r = subprocess.run(join, capture_output=True, text=True, timeout=240, env=env)

@@ -272,17 +272,23 @@ def _init_ray(address: str | None, workers: int) -> tuple[bool, int]:
     token_source = None
     if address:
         token_source = _use_token_auth_if_available()
+    said: list[str] = []
     try:
         if address:
-            ray.init(address=address, **common)
+            # Ray's C++ client logs a warning a second while it retries (20 s); keep
+            # that off the terminal and quote it once if joining fails
+            with _stderr_captured(said):
+                ray.init(address=address, **common)
         else:
             # the object store only carries tiny rows; keep /dev/shm use small
             ray.init(num_cpus=workers, object_store_memory=128 * 1024 * 1024, **common)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         text = " ".join(str(err).split())
-        if len(text) > 300:
-            text = text[:297] + "..."
+        if said:
+            text += f" (Ray: {said[-1]})"
+        if len(text) > 400:
+            text = text[:397] + "..."
         hint = ""
         if address:
             mode = os.environ.get("RAY_AUTH_MODE", "unset")
@@ -297,6 +303,31 @@ def _init_ray(address: str | None, workers: int) -> tuple[bool, int]:
             )
         raise AudioclError(f"cannot start or join {where}: {text}{hint}") from None
     return True, int(ray.cluster_resources().get("CPU", workers))
+
+
+@contextlib.contextmanager
+def _stderr_captured(lines: list[str]) -> Iterator[None]:
+    """Redirect file descriptor 2 (C++ logs write there directly) to a temporary
+    file for the block; afterwards ``lines`` holds its distinct messages, in order,
+    without the ``[time W pid] file.cc:N:`` prefix."""
+    import re
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for raw in tmp.read().decode("utf-8", "replace").splitlines():
+                msg = re.sub(r"^\[[^\]]*\]\s*(\S+\.cc:\d+:\s*)?", "", raw).strip()
+                if msg and msg not in lines:
+                    lines.append(msg)
 
 
 def _ray_token_source() -> str | None:
@@ -364,7 +395,10 @@ def extract(
     )
     out = Path(out).resolve()
     existed = out.exists()
-    writer = StoreWriter.create(out, params, resume=resume)
+    try:
+        writer = StoreWriter.create(out, params, resume=resume)
+    except OSError as err:  # disk full or read-only before the first shard
+        raise _write_error(out, err) from None
     with _store_lock(out):
         work = out / WORK_DIR
         # left by a killed run (the lock says no other run is writing)

@@ -27,6 +27,11 @@ Choices, and why:
 * Every file is written under a temporary name and moved into place with
   ``os.replace``; the ``.done`` marker is written last, so a shard without a
   marker is simply redone by ``--resume``.
+* Damage is found before use: every :class:`FeatureStore` open runs
+  :func:`check_store` (sizes against the markers, ``.npy`` headers, index against
+  the per-shard index hashes, the ``features.json`` parameter hash; a few ms for
+  thousands of items); ``FeatureStore(dir, verify=True)`` / ``audiocl info --verify``
+  re-hash every byte (values altered in place are only found that way).
 * Shard ``i`` always holds manifest items ``[i*K, (i+1)*K)``, so the shard files do
   not depend on the number of workers or on the order in which shards finished,
   and :func:`content_hash` of a resumed store equals that of a single run.
@@ -545,7 +550,9 @@ class FeatureStore:
 
     ``store[id]`` is the log-mel [frames, n_mels] as a read-only memmap slice
     (zero copy); ``store.waveform(id)`` decodes the item's samples from the shard
-    FLAC. Memmaps open lazily per shard, so a store can be passed to DataLoader
+    FLAC. Opening runs the cheap integrity checks (:func:`check_store`);
+    ``verify=True`` also re-hashes every file (:func:`verify_store`). Either raises
+    AudioclError naming the first damaged file. Memmaps open lazily per shard, so a store can be passed to DataLoader
     workers (fork or spawn) before any read.
     """
 
