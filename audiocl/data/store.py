@@ -822,7 +822,7 @@ def check_store(
         entries = by_shard.get(i, [])
         if len(entries) != m["done"]:
             raise AudioclError(
-                f"{index_path}: {len(entries)} lines for shard {stem}, but {stem}.done "
+                f"{index_path}: {len(entries)} lines for {stem}, but {stem}.done "
                 f"records {m['done']} items (lines dropped, duplicated or moved)"
             )
         idx_info = m["files"].get(f"{stem}.index.jsonl")
@@ -841,7 +841,7 @@ def check_store(
                 ).encode("utf-8")
             if hashlib.sha256(body).hexdigest() != idx_info.get("sha256"):
                 raise AudioclError(
-                    f"{index_path}: the lines of shard {stem} differ from what its marker "
+                    f"{index_path}: the lines of {stem} differ from what its marker "
                     f"records (swapped, duplicated or edited index lines)"
                 )
         if "logmel" in params.kinds:
