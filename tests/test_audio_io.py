@@ -216,6 +216,9 @@ def test_bad_channel_layouts(tmp_path: Path) -> None:
 def test_every_reason_is_documented_and_unknown_reason_is_a_bug() -> None:
     assert set(REASONS) == {
         "missing",
+        "not_a_file",
+        "symlink_loop",
+        "truncated",
         "unreadable",
         "out_of_range",
         "empty",

@@ -101,6 +101,14 @@ def build_fault_corpus(root: Path, shared: Path) -> tuple[list[dict], dict[str, 
     sf.write(root / "twelve.wav", np.tile(tone[:4000, None], (1, 12)), 22050, subtype="PCM_16")
     add("12-channels", "bad_channels", root / "twelve.wav")
     add("segment-past-end", "out_of_range", esc[1], start=60.0)
+    # the header says 5148 samples, 1716 are there: libsndfile reads short without an error
+    sf.write(root / "full.wav", np.tile(tone, 1)[:5148], 22050, subtype="PCM_16")
+    (root / "cut.wav").write_bytes((root / "full.wav").read_bytes()[: 44 + 1716 * 2])
+    add("truncated-data", "truncated", root / "cut.wav")
+    (root / "dir.wav").mkdir()
+    add("directory", "not_a_file", root / "dir.wav")
+    os.symlink(root / "loop.wav", root / "loop.wav")
+    add("symlink-loop", "symlink_loop", root / "loop.wav")
     return rows, bad
 
 
@@ -169,41 +177,55 @@ def resume_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     return root, manifest, content_hash(ref)
 
 
+def _done(out: Path) -> int:
+    return len(list((out / "shards").glob("*.done")))
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_gives_identical_store(resume_corpus, tmp_path: Path) -> None:
+def test_sigkill_at_five_seeded_points_then_resume_gives_identical_store(
+    resume_corpus, tmp_path: Path
+) -> None:
+    """Five runs, each SIGKILLed at a seeded random point (after 0-2 more finished
+    shards, then 0-0.6 s: during start-up, mid-shard or just after a marker), each
+    resuming the last; then a resume to the end gives the one-run store's hash."""
+    import random
+
     _, manifest, ref_hash = resume_corpus
     out = tmp_path / "store"
-    args = [*AUDIOCL, "extract", "--manifest", str(manifest), "--out", str(out),
+    base = [*AUDIOCL, "extract", "--manifest", str(manifest), "--out", str(out),
             "--workers", "1", "--shard-size", "8", "--no-progress"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=ENV, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(list((out / "shards").glob("*.done"))) >= 2:
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, "extraction ended before it could be killed"
-        # the whole process group: the driver and the local Ray it started
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    done_at_kill = len(list((out / "shards").glob("*.done")))
-    assert 2 <= done_at_kill < 13
-    assert not (out / "index.jsonl").exists()
+    rng = random.Random(14)
+    points = []
+    for k in range(5):
+        target, delay = _done(out) + rng.randint(0, 2), rng.uniform(0.0, 0.6)
+        args = base + (["--resume"] if k else [])
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=ENV, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and proc.poll() is None and _done(out) < target:
+                time.sleep(0.01)
+            time.sleep(delay)
+            assert proc.poll() is None, f"run {k} ended before its kill point {points}"
+            # the whole process group: the driver and the local Ray it started
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        points.append((target, round(delay, 2), _done(out)))
+        assert not (out / "index.jsonl").exists(), points
+        if k == 0 and _done(out):
+            r = cli(*base[len(AUDIOCL):], "--workers", "2")
+            assert r.returncode == 2 and "--resume" in r.stderr  # refuses without --resume
+    assert _done(out) < 13, points  # the store really was unfinished
 
-    r = cli("extract", "--manifest", str(manifest), "--out", str(out), "--workers", "2",
-            "--shard-size", "8", "--no-progress", "--json")
-    assert r.returncode == 2 and "--resume" in r.stderr  # refuses without --resume
-
-    r = cli("extract", "--manifest", str(manifest), "--out", str(out), "--workers", "2",
-            "--shard-size", "8", "--resume", "--no-progress", "--json")
+    r = cli(*base[len(AUDIOCL):], "--workers", "2", "--resume", "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["shards_resumed"] >= 2
+    assert summary["shards_resumed"] == points[-1][2]
     assert summary["done"] == 96 and summary["failed"] == 1
-    assert content_hash(out) == ref_hash
+    assert content_hash(out) == ref_hash, points
     assert not list((out / "shards").glob(".*tmp*"))
+    FeatureStore(out, verify=True)
 
 
 def _free_port() -> int:
@@ -221,7 +243,11 @@ def test_cluster_head_started_separately_gives_same_store(resume_corpus, tmp_pat
     # rewrites) the shared ~/.ray/auth_token of other Ray users on the machine
     token = Path(temp_dir) / "token"
     token.write_text(os.urandom(32).hex())
-    env = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    # started as the Ray 2.60 docs say: plain `ray start --head`, no RAY_AUTH_MODE; with
+    # a token present (here RAY_AUTH_TOKEN_PATH, usually ~/.ray/auth_token, which any
+    # local ray.init() creates) such a head requires token authentication
+    env = {k: v for k, v in ENV.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_AUTH_TOKEN_PATH"] = str(token)
     ray_bin = str(Path(sys.executable).with_name("ray"))
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
@@ -245,10 +271,21 @@ def test_cluster_head_started_separately_gives_same_store(resume_corpus, tmp_pat
         threading.Thread(target=watch, daemon=True).start()
         assert ready.wait(120), "ray head did not start:\n" + "".join(lines[-20:])
         out = tmp_path / "store"
-        r = subprocess.run(
-            [*AUDIOCL, "extract", "--manifest", str(manifest), "--out", str(out), "--workers",
-             "2", "--shard-size", "8", "--address", f"127.0.0.1:{port}", "--no-progress",
-             "--json"], capture_output=True, text=True, timeout=240, env=env)
+        join = [*AUDIOCL, "extract", "--manifest", str(manifest), "--out", str(out),
+                "--workers", "2", "--shard-size", "8", "--address", f"127.0.0.1:{port}",
+                "--no-progress", "--json"]
+        # a client without the head's token: one line with the hint, no store left
+        no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"}
+        no_token["HOME"] = str(tmp_path / "home")  # no ~/.ray/auth_token either
+        r = subprocess.run(join, capture_output=True, text=True, timeout=240, env=no_token)
+        assert r.returncode == 2, r.stderr
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and "cannot start or join the Ray cluster" in err[0], r.stderr
+        assert "no token found" in err[0] and "ray get-auth-token" in err[0]
+        assert "InvalidAuthToken" in err[0]  # what the head said, quoted once
+        assert not out.exists()
+        # with the token (RAY_AUTH_MODE still unset) it joins
+        r = subprocess.run(join, capture_output=True, text=True, timeout=240, env=env)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout.strip().splitlines()[-1])["done"] == 96
         assert content_hash(out) == ref_hash

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,10 @@ MAX_CHANNELS = 8
 
 #: Reasons an :class:`AudioDecodeError` can carry, with what each means.
 REASONS: dict[str, str] = {
-    "missing": "the file does not exist",
+    "missing": "the file does not exist (or is a symlink to nothing)",
+    "not_a_file": "the path is a directory or another non-regular file (device, FIFO)",
+    "symlink_loop": "the path is a symlink that leads back to itself",
+    "truncated": "the file holds fewer samples than its header declares (a cut-off download or copy)",
     "unreadable": "libsndfile cannot open or decode the file (corrupt, truncated, unknown format)",
     "out_of_range": "the requested segment starts at or after the end of the file, or is negative",
     "empty": "no samples (empty file or zero-length segment)",
@@ -62,11 +66,63 @@ class AudioDecodeError(AudioclError):
         super().__init__(f"{self.path}: {reason}: {self.detail}")
 
 
+def check_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is a regular file (symlinks followed); else
+    :class:`AudioDecodeError` with the reason: ``missing``, ``symlink_loop`` or
+    ``not_a_file``."""
+    import errno
+    import stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AudioDecodeError(p, "symlink_loop") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            detail = ""
+            if os.path.islink(p):
+                detail = f"a symlink to {os.readlink(p)}, which does not exist"
+            raise AudioDecodeError(p, "missing", detail) from None
+        raise AudioDecodeError(p, "unreadable", f"{e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise AudioDecodeError(p, "not_a_file", f"{kind}, not a sound file")
+    return p
+
+
+#: formats whose header frame count is exact, so fewer decoded frames means a cut file
+#: (MP3 and OGG headers estimate their length; libsndfile reads short there legitimately)
+_EXACT_LENGTH_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "FLAC"})
+
+
+_DATA_SHOULD_BE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
+
+
+def _wav_truncation(f: sf.SoundFile) -> str | None:
+    """For a RIFF/WAVE file whose data chunk is shorter than its header declares,
+    the text of the problem; None otherwise. libsndfile then quietly shortens
+    ``frames`` to what is there and notes the difference only in its log, which
+    ``extra_info`` exposes (``data : 10296 (should be 3432)``)."""
+    if f.format not in ("WAV", "WAVEX", "RF64"):
+        return None
+    m = _DATA_SHOULD_BE.search(f.extra_info)
+    if not m:
+        return None
+    declared, present = int(m.group(1)), int(m.group(2))
+    # 0 and 0xFFFFFFFF are what streaming writers put there when the length is unknown
+    if declared <= present or declared in (0xFFFFFFFF, 0x7FFFFFFF):
+        return None
+    b = _BLOCK_ALIGN.search(f.extra_info)
+    align = int(b.group(1)) if b and int(b.group(1)) > 0 else 1
+    return (f"the header declares {declared // align} samples, only {present // align} "
+            "are present")
+
+
 def probe(path: str | os.PathLike) -> dict[str, int | float | str]:
     """Header facts of a file without decoding it: sampling rate, frames, channels, duration."""
-    p = Path(path)
-    if not p.is_file():
-        raise AudioDecodeError(p, "missing")
+    p = check_file(path)
     try:
         info = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -91,9 +147,7 @@ def load_audio(
     the end is cut at the end (a user's duration rounded up must not fail).
     Only the segment is decoded (seek, then read).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise AudioDecodeError(p, "missing")
+    p = check_file(path)
     if not math.isfinite(start) or start < 0:
         raise AudioDecodeError(p, "out_of_range", f"start={start} s is negative or not finite")
     if duration is not None and (not math.isfinite(duration) or duration < 0):
@@ -104,6 +158,9 @@ def load_audio(
             total = int(f.frames)
             if f.channels < 1:
                 raise AudioDecodeError(p, "bad_channels", f"{f.channels} channels")
+            cut = _wav_truncation(f)
+            if cut:
+                raise AudioDecodeError(p, "truncated", cut)
             first = int(round(start * sr))
             if first > 0 and first >= total:
                 raise AudioDecodeError(
@@ -121,6 +178,13 @@ def load_audio(
                 if first:
                     f.seek(first)
                 x = f.read(frames=n, dtype="float32", always_2d=True)
+                want = total - first if n < 0 else min(n, total - first)
+                if f.format in _EXACT_LENGTH_FORMATS and x.shape[0] < want:
+                    # libsndfile returns what is there without an error
+                    raise AudioDecodeError(
+                        p, "truncated",
+                        f"the header declares {total} samples, only {first + x.shape[0]} are present",
+                    )
     except AudioDecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:

@@ -12,6 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a manifest (.jsonl / .jsonl.gz) or a feature store folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--top", type=int, default=20, help="labels to list (default 20)")
+    parser.add_argument("--verify", action="store_true",
+                        help="feature store: re-hash every file against its shard marker "
+                        "(reads the whole store; the cheap checks run on every open)")
 
 
 def _lines(d: Any, indent: int = 0) -> list[str]:
@@ -38,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
             from audiocl.data.store import summarize_store
         except ImportError as err:
             raise AudioclError(f"{args.path} is a folder, and the store summary is unavailable ({err})") from None
-        summary = summarize_store(args.path)
+        summary = summarize_store(args.path, verify=args.verify)
         text = "\n".join(_lines(summary))
     else:
+        if args.verify:
+            raise AudioclError(f"--verify checks a feature store; {args.path} is not a folder")
         from audiocl.data.manifest import format_manifest_summary, summarize_manifest
 
         summary = summarize_manifest(args.path, top=args.top)

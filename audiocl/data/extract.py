@@ -41,6 +41,7 @@ from audiocl.data.store import (
     shard_name,
 )
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_bytes, remove_stale_tmp
 
 WORK_DIR = ".work"
 
@@ -186,12 +187,17 @@ def process_shard(
                 builder.fail({"id": item["id"], "path": item["path"], "reason": "unreadable",
                               "message": f"{type(err).__name__}: {err}"})
             else:
+                builder.abort()  # no temporary file of this shard is left behind
                 raise  # disk full, out of memory: the shard fails and is reported
         except Exception as err:  # any other per-item failure must not cost the shard
             builder.fail({"id": item["id"], "path": item["path"], "reason": "error",
                           "message": f"{stage}: {type(err).__name__}: {err}"})
     t0 = clock()
-    result = builder.commit()
+    try:
+        result = builder.commit()
+    except BaseException:
+        builder.abort()
+        raise
     cpu["write"] += clock() - t0
     result.cpu = cpu
     result.t_start, result.t_end = t_start, time.time()
@@ -218,9 +224,7 @@ def plan_shards(
     def flush() -> tuple[int, Path, str, int]:
         body = "".join(buf).encode("utf-8")
         path = work_dir / f"{shard_name(shard)}.spec.jsonl"
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, body, fsync=False)  # redone by every run: no fsync
         return shard, path, hashlib.sha256(body).hexdigest(), len(buf)
 
     for item in read_manifest(Path(manifest).resolve()):
@@ -265,16 +269,100 @@ def _init_ray(address: str | None, workers: int) -> tuple[bool, int]:
         logging_level=logging.ERROR,
         configure_logging=True,
     )
+    token_source = None
+    if address:
+        token_source = _use_token_auth_if_available()
+    said: list[str] = []
     try:
         if address:
-            ray.init(address=address, **common)
+            # Ray's C++ client logs a warning a second while it retries (20 s); keep
+            # that off the terminal and quote it once if joining fails
+            with _stderr_captured(said):
+                ray.init(address=address, **common)
         else:
             # the object store only carries tiny rows; keep /dev/shm use small
             ray.init(num_cpus=workers, object_store_memory=128 * 1024 * 1024, **common)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise AudioclError(f"cannot start or join {where}: {err}") from None
+        text = " ".join(str(err).split())
+        if said:
+            text += f" (Ray: {said[-1]})"
+        if len(text) > 400:
+            text = text[:397] + "..."
+        hint = ""
+        if address:
+            mode = os.environ.get("RAY_AUTH_MODE", "unset")
+            hint = (
+                f" (auth mode here: {mode}"
+                + (f", token from {token_source}" if token_source else ", no token found")
+                + "). Check that the head runs at that address (`ray status --address "
+                f"{address}`); a head started by `ray start --head` uses token "
+                "authentication when it finds a token (Ray 2.59+): give this machine the "
+                "head's token (`ray get-auth-token` on the head prints it) in "
+                "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+            )
+        raise AudioclError(f"cannot start or join {where}: {text}{hint}") from None
     return True, int(ray.cluster_resources().get("CPU", workers))
+
+
+@contextlib.contextmanager
+def _stderr_captured(lines: list[str]) -> Iterator[None]:
+    """Redirect file descriptor 2 (C++ logs write there directly) to a temporary
+    file for the block; afterwards ``lines`` holds its distinct messages, in order,
+    without the ``[time W pid] file.cc:N:`` prefix."""
+    import re
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for raw in tmp.read().decode("utf-8", "replace").splitlines():
+                msg = re.sub(r"^\[[^\]]*\]\s*(\S+\.cc:\d+:\s*)?", "", raw).strip()
+                if msg and msg not in lines:
+                    lines.append(msg)
+
+
+def _ray_token_source() -> str | None:
+    """Where Ray would read an auth token from (in Ray's order), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH={path}" if os.path.isfile(path) else None
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def _use_token_auth_if_available() -> str | None:
+    """Join a head the way ``ray start --head`` set it up: Ray 2.59+ starts a head
+    with token authentication whenever a token exists (``~/.ray/auth_token``, which
+    any local ``ray.init()`` creates, or ``RAY_AUTH_TOKEN[_PATH]``), but
+    ``ray.init(address=...)`` only turns it on for ``address="auto"``, so an explicit
+    address fails with "Failed to connect" after ~20 s. With ``RAY_AUTH_MODE`` unset and
+    a token present, turn token mode on, as ``address="auto"`` does; a head without
+    authentication accepts such a client too (checked with Ray 2.60). An explicit
+    ``RAY_AUTH_MODE`` is left as it is. Returns where the token comes from."""
+    source = _ray_token_source()
+    if source is None or "RAY_AUTH_MODE" in os.environ:
+        return source
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        # refresh Ray's cached config, as Ray's own helper does (private API, hence
+        # the guard: without it the environment variable still reaches ray.init)
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except Exception:
+        pass
+    return source
 
 
 def extract(
@@ -307,31 +395,44 @@ def extract(
     )
     out = Path(out).resolve()
     existed = out.exists()
-    writer = StoreWriter.create(out, params, resume=resume)
+    try:
+        writer = StoreWriter.create(out, params, resume=resume)
+    except OSError as err:  # disk full or read-only before the first shard
+        raise _write_error(out, err) from None
     with _store_lock(out):
         work = out / WORK_DIR
-        for stale in (out / SHARDS_DIR).glob(".*.tmp-*"):
-            stale.unlink(missing_ok=True)  # left by a killed run
+        # left by a killed run (the lock says no other run is writing)
+        remove_stale_tmp(out / SHARDS_DIR)
+        remove_stale_tmp(out)
+        work_existed = work.exists()
         todo: list[dict[str, Any]] = []
         skipped: list[ShardResult] = []
-        num_shards = 0
+        spec_hashes: list[str] = []
         total_items = 0
         try:
             for shard, spec, spec_hash, n in plan_shards(manifest, work, params.shard_size):
-                num_shards += 1
+                spec_hashes.append(spec_hash)
                 total_items += n
                 if resume and writer.is_done(shard, spec_hash):
                     skipped.append(writer.shard_result(shard))
                 else:
                     todo.append({"shard": shard, "spec": str(spec), "spec_hash": spec_hash, "n": n})
-        except AudioclError:
+            num_shards = len(spec_hashes)
+            if num_shards == 0:
+                raise AudioclError(f"manifest {manifest} has no items")
+            if resume:
+                # before anything in the store changes: a resumed store must come from
+                # the same manifest, or its index and last shard would be rewritten
+                writer.check_resume(spec_hashes, manifest)
+        except (AudioclError, OSError) as err:
             # a bad manifest writes nothing: remove what this run created
-            shutil.rmtree(work, ignore_errors=True)
+            if not work_existed:
+                shutil.rmtree(work, ignore_errors=True)
             if not existed:
                 shutil.rmtree(out, ignore_errors=True)
+            if isinstance(err, OSError):
+                raise _write_error(out, err) from None
             raise
-        if num_shards == 0:
-            raise AudioclError(f"manifest {manifest} has no items")
         if todo:
             writer.invalidate_index()
 
@@ -366,7 +467,14 @@ def extract(
         timing: dict[str, float] = {}
         try:
             if todo and use_ray:
-                started_ray = _run_ray(todo, out, params, workers, address, record, timing)
+                try:
+                    started_ray = _run_ray(todo, out, params, workers, address, record, timing)
+                except AudioclError:
+                    # e.g. the cluster cannot be joined: a store this run created and
+                    # that holds no finished shard is removed again
+                    if not existed and not any((out / SHARDS_DIR).glob("*.done")):
+                        shutil.rmtree(out, ignore_errors=True)
+                    raise
             elif todo:
                 w = _InProcess(str(out), single_thread=False)
                 for t in todo:
@@ -388,7 +496,10 @@ def extract(
                 f"{len(failures)} shard(s) could not be written (run again with --resume): "
                 + "; ".join(failures[:3])
             )
-        writer.finalize(num_shards)
+        try:
+            writer.finalize(num_shards)
+        except OSError as err:
+            raise _write_error(out, err) from None
         shutil.rmtree(work, ignore_errors=True)
         all_results = results + skipped
         reasons: Counter[str] = Counter()
@@ -422,6 +533,15 @@ def extract(
         with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
             f.write(_canonical({"time": time.time(), **summary}) + "\n")
         return summary
+
+
+def _write_error(out: Path, err: OSError) -> AudioclError:
+    """A failed write (disk full, quota, permissions) as one line naming the file."""
+    where = err.filename or out
+    return AudioclError(
+        f"cannot write {where}: {err.strerror or err}; nothing partial was kept "
+        "(free space, then run again with --resume)"
+    )
 
 
 def _steady_rate(results: list[ShardResult], n: int) -> float:

@@ -32,14 +32,16 @@ import gzip
 import json
 import math
 import os
-import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any
 
 from audiocl.errors import AudioclError, InputError
+from audiocl.fsutil import tmp_path
 
 CORE_FIELDS: tuple[str, ...] = (
     "id",
@@ -59,6 +61,7 @@ CORE_FIELDS: tuple[str, ...] = (
 )
 _RESERVED = frozenset(CORE_FIELDS) | {"custom"}
 _GZIP_MAGIC = b"\x1f\x8b"
+_GZ_DAMAGED = "the gzip data is damaged"
 # how far a segment may run past the probed end of its file: MP3 headers give
 # approximate lengths (encoder delay and padding are ~1-2 frames of 1152 samples)
 SEGMENT_TOLERANCE_S = 0.05
@@ -306,16 +309,67 @@ def iter_manifest_dicts(path: str | os.PathLike) -> Iterator[tuple[int, dict[str
     return _iter_dicts(p)
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys without a word; a manifest line with
+    # "labels" twice is a mistake (a merge gone wrong), not something to guess about
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
+
+
+def _gzip_damage(p: Path) -> str | None:
+    """Why the gzip file ``p`` is damaged (CRC, length, deflate error), or None if it
+    decompresses cleanly. Only called once a line has failed: gzip checks its CRC at
+    the end of the stream, so a flipped byte first shows as a garbled line."""
+    try:
+        with open(p, "rb") as raw:
+            if raw.read(2) != _GZIP_MAGIC:
+                return None
+        with gzip.open(p, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        yield from _iter_dicts_unchecked(p)
+    except InputError as err:
+        damage = None if _GZ_DAMAGED in err.message else _gzip_damage(p)
+        if damage is None:
+            raise
+        raise InputError(
+            str(p), f"{_GZ_DAMAGED} ({damage}); {err.message}", line=err.line,
+            field=err.field,
+        ) from None
+
+
+def _iter_dicts_unchecked(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     # bytes are decoded a line at a time so that a bad byte is blamed on its own line
     with _open_binary(p) as fh:
         lineno = 0
         while True:
             try:
                 raw = fh.readline()
-            except (OSError, EOFError) as err:
-                # truncated or corrupt gzip stream
-                raise InputError(str(p), f"cannot read: {err}", line=lineno + 1) from None
+            except (OSError, EOFError, zlib.error) as err:
+                # truncated or corrupt gzip stream (a flipped byte is a zlib.error)
+                raise InputError(
+                    str(p), f"cannot read: {_GZ_DAMAGED} ({type(err).__name__}: {err})",
+                    line=lineno + 1,
+                ) from None
             if not raw:
                 return
             lineno += 1
@@ -326,11 +380,18 @@ def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_object_no_duplicates)
             except json.JSONDecodeError as err:
                 raise InputError(
                     str(p), f"invalid JSON: {err.msg} (column {err.colno})", line=lineno
                 ) from None
+            except _DuplicateKey as err:
+                raise InputError(
+                    str(p), f"the key {err.key!r} occurs twice in one object (JSON readers "
+                    "disagree on which value wins)", line=lineno, field=err.key,
+                ) from None
+            except RecursionError:
+                raise InputError(str(p), "JSON nested too deeply", line=lineno) from None
             if not isinstance(obj, dict):
                 raise InputError(
                     str(p), f"expected a JSON object, got {_type_name(obj)}", line=lineno
@@ -358,6 +419,21 @@ def read_manifest(
 
 
 def _read_items(p: Path, resolve_paths: bool, check_duplicates: bool) -> Iterator[AudioItem]:
+    try:
+        yield from _read_items_unchecked(p, resolve_paths, check_duplicates)
+    except InputError as err:
+        damage = None if _GZ_DAMAGED in err.message else _gzip_damage(p)
+        if damage is None:
+            raise
+        raise InputError(
+            str(p), f"{_GZ_DAMAGED} ({damage}); {err.message}", line=err.line,
+            field=err.field,
+        ) from None
+
+
+def _read_items_unchecked(
+    p: Path, resolve_paths: bool, check_duplicates: bool
+) -> Iterator[AudioItem]:
     base = os.path.dirname(os.path.abspath(p))
     seen: dict[str, int] = {}
     for lineno, obj in _iter_dicts(p):
@@ -407,9 +483,10 @@ class ManifestWriter:
     Lines go to a hidden temporary file in the destination's folder; on a
     clean exit it is flushed, fsynced and renamed over ``path`` (``os.replace``
     is atomic on POSIX and Windows). On any exception, including an invalid
-    item, the temporary file is removed and ``path`` is left untouched (a
-    process killed outright may leave the hidden temporary file behind, never
-    a partial manifest). A
+    item or a full disk, the temporary file is removed and ``path`` is left
+    untouched (a process killed outright may leave the hidden
+    ``.<name>.tmp-<pid>`` behind, never a partial manifest; the next writer of
+    the same path removes it). A
     ``.gz`` suffix gives gzip output with a zero timestamp, so the same items
     always give the same bytes. ``relative_to_manifest=True`` writes audio
     paths under the manifest's folder relative to it, so the folder can move.
@@ -431,8 +508,14 @@ class ManifestWriter:
             raise AudioclError(f"output folder does not exist: {parent}")
         if self.path.is_dir():
             raise AudioclError(f"output path is a directory: {self.path}")
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
-        self._raw = os.fdopen(fd, "wb")
+        remove_stale_tmp_of(self.path)
+        tmp = tmp_path(self.path)
+        self._tmp = str(tmp)
+        try:
+            self._raw = open(tmp, "wb")
+        except OSError as err:
+            self._tmp = None
+            raise AudioclError(f"{self.path}: cannot write ({err.strerror or err})") from None
         if self.path.name.endswith(".gz"):
             self._out = gzip.GzipFile(
                 filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=6
@@ -461,7 +544,10 @@ class ManifestWriter:
             raise InputError(
                 str(self.path), f"value cannot be written as JSON: {err}", line=line
             ) from None
-        self._out.write(text.encode("utf-8") + b"\n")
+        try:
+            self._out.write(text.encode("utf-8") + b"\n")
+        except OSError as err:  # disk full, quota: __exit__ removes the temporary file
+            raise AudioclError(f"{self.path}: cannot write ({err.strerror or err})") from None
         self.count += 1
 
     def _relative(self, p: str) -> str:
@@ -474,12 +560,17 @@ class ManifestWriter:
         try:
             if exc_type is None:
                 assert self._out is not None and self._raw is not None
-                if self._out is not self._raw:
-                    self._out.close()  # writes the gzip trailer, leaves raw open
-                self._raw.flush()
-                os.fsync(self._raw.fileno())
-                self._raw.close()
-                os.replace(self._tmp, self.path)
+                try:
+                    if self._out is not self._raw:
+                        self._out.close()  # writes the gzip trailer, leaves raw open
+                    self._raw.flush()
+                    os.fsync(self._raw.fileno())
+                    self._raw.close()
+                    os.replace(self._tmp, self.path)
+                except OSError as err:  # disk full at the last block: nothing is left
+                    raise AudioclError(
+                        f"{self.path}: cannot write ({err.strerror or err})"
+                    ) from None
                 self._tmp = None
                 _fsync_dir(self.path.parent)
         finally:
@@ -495,6 +586,21 @@ class ManifestWriter:
                 except FileNotFoundError:
                     pass
                 self._tmp = None
+
+
+def remove_stale_tmp_of(path: Path) -> None:
+    """Remove the temporary files an earlier writer of ``path`` left when it was
+    killed (``.<name>.tmp-<pid>`` with a pid that no longer runs)."""
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _fsync_dir(folder: Path) -> None:

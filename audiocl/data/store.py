@@ -27,6 +27,11 @@ Choices, and why:
 * Every file is written under a temporary name and moved into place with
   ``os.replace``; the ``.done`` marker is written last, so a shard without a
   marker is simply redone by ``--resume``.
+* Damage is found before use: every :class:`FeatureStore` open runs
+  :func:`check_store` (sizes against the markers, ``.npy`` headers, index against
+  the per-shard index hashes, the ``features.json`` parameter hash; a few ms for
+  thousands of items); ``FeatureStore(dir, verify=True)`` / ``audiocl info --verify``
+  re-hash every byte (values altered in place are only found that way).
 * Shard ``i`` always holds manifest items ``[i*K, (i+1)*K)``, so the shard files do
   not depend on the number of workers or on the order in which shards finished,
   and :func:`content_hash` of a resumed store equals that of a single run.
@@ -48,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_open, atomic_write_bytes, atomic_write_text, tmp_path
 
 FORMAT = "audiocl-feature-store"
 FORMAT_VERSION = 1
@@ -68,19 +74,6 @@ def shard_name(index: int) -> str:
 
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
@@ -208,6 +201,8 @@ def read_params(store_dir: str | os.PathLike) -> StoreParams:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise AudioclError(f"{path}: unreadable ({err})") from None
+    if not isinstance(doc, dict):
+        raise AudioclError(f"{path}: not an audiocl feature store (not a JSON object)")
     if doc.get("format") != FORMAT:
         raise AudioclError(f"{path}: not an audiocl feature store (format {doc.get('format')!r})")
     if doc.get("version") != FORMAT_VERSION:
@@ -215,7 +210,24 @@ def read_params(store_dir: str | os.PathLike) -> StoreParams:
             f"{path}: store format version {doc.get('version')} is not supported "
             f"(this audiocl reads version {FORMAT_VERSION})"
         )
-    return StoreParams.from_dict(doc["params"])
+    if not isinstance(doc.get("params"), dict):
+        raise AudioclError(f"{path}: not an audiocl feature store (no 'params' object)")
+    recorded = doc.get("params_sha256")
+    # stores made before the hash was recorded have none; every store made since has
+    if recorded is not None and recorded != params_sha256(doc["params"]):
+        raise AudioclError(
+            f"{path}: the parameters were changed after the store was made (their sha256 "
+            "differs from params_sha256); the shards were computed with the original ones"
+        )
+    try:
+        return StoreParams.from_dict(doc["params"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise AudioclError(f"{path}: bad 'params' ({type(err).__name__}: {err})") from None
+
+
+def params_sha256(params: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a store's parameters (recorded in features.json)."""
+    return hashlib.sha256(_canonical(params).encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- writing
@@ -276,8 +288,9 @@ class StoreWriter:
             )
         d.mkdir(parents=True, exist_ok=True)
         (d / SHARDS_DIR).mkdir(exist_ok=True)
-        doc = {"format": FORMAT, "version": FORMAT_VERSION, "params": params.to_dict()}
-        _atomic_write_text(d / FEATURES_JSON, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        doc = {"format": FORMAT, "version": FORMAT_VERSION, "params": params.to_dict(),
+               "params_sha256": params_sha256(params.to_dict())}
+        atomic_write_text(d / FEATURES_JSON, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return cls(d, params)
 
     def invalidate_index(self) -> None:
@@ -314,6 +327,36 @@ class StoreWriter:
             if not f.is_file() or f.stat().st_size != info["size"]:
                 return False
         return True
+
+    def check_resume(self, spec_hashes: Sequence[str], manifest: str | os.PathLike) -> None:
+        """Refuse to resume from another manifest, before anything is changed: every
+        finished shard must have been made from the same manifest lines, and the store
+        may not hold shards beyond the manifest's ``len(spec_hashes)``."""
+        n = len(spec_hashes)
+        extra = sorted(
+            f.name for f in self.shards_dir.glob("shard-*.done") if int(f.name[6:12]) >= n
+        )
+        if extra:
+            raise AudioclError(
+                f"store at {self.dir} holds shards beyond the {n} of {manifest} (first "
+                f"{extra[0]}): it was made from a longer manifest; nothing was changed "
+                "(use another --out for this manifest)"
+            )
+        for i, spec_hash in enumerate(spec_hashes):
+            done = self.paths(i)["done"]
+            if not done.is_file():
+                continue
+            try:
+                marker = json.loads(done.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # an unreadable marker: the shard is redone, as if unfinished
+            if isinstance(marker, dict) and marker.get("spec_hash") != spec_hash:
+                raise AudioclError(
+                    f"store at {self.dir}: {shard_name(i)} was made from other lines than "
+                    f"items {i * self.params.shard_size + 1}-"
+                    f"{(i + 1) * self.params.shard_size} of {manifest}: the manifest changed; "
+                    "nothing was changed (use another --out for this manifest)"
+                )
 
     def begin_shard(self, shard: int, spec_hash: str) -> ShardBuilder:
         """Start writing shard ``shard``; add items one by one, then ``commit()``."""
@@ -364,9 +407,11 @@ class StoreWriter:
                 f"(first {extra[0]}); it was made from a longer manifest"
             )
         seen: set[str] = set()
-        tmp_index = self.dir / f".{INDEX_JSONL}.tmp-{os.getpid()}"
-        tmp_errors = self.dir / f".{ERRORS_JSONL}.tmp-{os.getpid()}"
-        with open(tmp_index, "wb") as fi, open(tmp_errors, "wb") as fe:
+        # errors first, index last: a store is readable only once index.jsonl exists
+        with atomic_open(self.dir / ERRORS_JSONL) as fe:
+            for i in range(num_shards):
+                fe.write(self.paths(i)["errors"].read_bytes())
+        with atomic_open(self.dir / INDEX_JSONL) as fi:
             for i in range(num_shards):
                 p = self.paths(i)
                 for line in p["index"].read_bytes().splitlines(keepends=True):
@@ -375,9 +420,6 @@ class StoreWriter:
                         raise AudioclError(f"id {e['id']!r} occurs twice in the store")
                     seen.add(e["id"])
                     fi.write(_canonical({"shard": i, **e}).encode("utf-8") + b"\n")
-                fe.write(p["errors"].read_bytes())
-        os.replace(tmp_errors, self.dir / ERRORS_JSONL)
-        os.replace(tmp_index, self.dir / INDEX_JSONL)
 
 
 class ShardBuilder:
@@ -399,9 +441,7 @@ class ShardBuilder:
         self._frames = 0
         self._samples = 0
         self._flac: Any = None
-        self._flac_tmp = self.paths["waveform"].with_name(
-            f".{self.paths['waveform'].name}.tmp-{os.getpid()}"
-        )
+        self._flac_tmp = tmp_path(self.paths["waveform"])
 
     def add(self, entry: dict[str, Any], logmel: np.ndarray | None, waveform: np.ndarray | None) -> None:
         e = dict(entry)
@@ -432,24 +472,39 @@ class ShardBuilder:
     def fail(self, error: dict[str, Any]) -> None:
         self.errors.append(dict(error))
 
+    def abort(self) -> None:
+        """Drop a shard that cannot be finished (disk full, ...): its temporary FLAC
+        goes; no marker is written, so ``--resume`` redoes the shard."""
+        if self._flac is not None:
+            try:
+                self._flac.close()
+            except Exception:
+                pass  # closing flushes, and the disk may still be full
+            self._flac = None
+        self._flac_tmp.unlink(missing_ok=True)
+
     def commit(self) -> ShardResult:
         p = self.paths
         files: dict[str, dict[str, Any]] = {}
         if "logmel" in self.params.kinds:
             files[p["logmel"].name] = _write_npy(p["logmel"], self.mels, self.params.dtype, self.params.n_mels)
         if "waveform" in self.params.kinds:
-            if self._flac is not None:
-                self._flac.close()
-            else:
-                # libsndfile cannot write a readable 0-frame FLAC: an all-failed shard
-                # gets an empty file that no index entry points into
-                self._flac_tmp.write_bytes(b"")
-            os.replace(self._flac_tmp, p["waveform"])
+            try:
+                if self._flac is not None:
+                    self._flac.close()
+                else:
+                    # libsndfile cannot write a readable 0-frame FLAC: an all-failed shard
+                    # gets an empty file that no index entry points into
+                    self._flac_tmp.write_bytes(b"")
+                os.replace(self._flac_tmp, p["waveform"])
+            except BaseException:
+                self.abort()
+                raise
             files[p["waveform"].name] = {"size": p["waveform"].stat().st_size,
                                          "sha256": _sha256_file(p["waveform"])}
         for key, rows in (("index", self.index), ("errors", self.errors)):
             body = "".join(_canonical(e) + "\n" for e in rows).encode("utf-8")
-            _atomic_write_bytes(p[key], body)
+            atomic_write_bytes(p[key], body)
             files[p[key].name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
         reasons = Counter(str(e.get("reason", "error")) for e in self.errors)
         marker = {
@@ -460,7 +515,7 @@ class ShardBuilder:
             "reasons": dict(sorted(reasons.items())),
             "files": files,
         }
-        _atomic_write_text(p["done"], _canonical(marker) + "\n")
+        atomic_write_text(p["done"], _canonical(marker) + "\n")
         return ShardResult(self.shard, len(self.index), len(self.errors), dict(reasons))
 
 
@@ -472,9 +527,8 @@ def _write_npy(path: Path, arrays: Sequence[np.ndarray], dtype: str, n_mels: int
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, header)
     h = hashlib.sha256()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     size = 0
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         head = buf.getvalue()
         f.write(head)
         h.update(head)
@@ -485,9 +539,6 @@ def _write_npy(path: Path, arrays: Sequence[np.ndarray], dtype: str, n_mels: int
             f.write(chunk)
             h.update(chunk)
             size += chunk.nbytes
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return {"size": size, "sha256": h.hexdigest()}
 
 
@@ -499,11 +550,13 @@ class FeatureStore:
 
     ``store[id]`` is the log-mel [frames, n_mels] as a read-only memmap slice
     (zero copy); ``store.waveform(id)`` decodes the item's samples from the shard
-    FLAC. Memmaps open lazily per shard, so a store can be passed to DataLoader
+    FLAC. Opening runs the cheap integrity checks (:func:`check_store`);
+    ``verify=True`` also re-hashes every file (:func:`verify_store`). Either raises
+    AudioclError naming the first damaged file. Memmaps open lazily per shard, so a store can be passed to DataLoader
     workers (fork or spawn) before any read.
     """
 
-    def __init__(self, store_dir: str | os.PathLike) -> None:
+    def __init__(self, store_dir: str | os.PathLike, *, verify: bool = False) -> None:
         self.dir = Path(store_dir)
         self.params = read_params(self.dir)
         index_path = self.dir / INDEX_JSONL
@@ -512,24 +565,32 @@ class FeatureStore:
                 f"store at {self.dir} is unfinished (no {INDEX_JSONL}); "
                 "run `audiocl extract ... --resume` to complete it"
             )
-        self._ids: list[str] = []
-        shard, offset, frames, wav_offset, samples = [], [], [], [], []
-        with open(index_path, encoding="utf-8") as f:
-            for line in f:
-                e = json.loads(line)
-                self._ids.append(e["id"])
-                shard.append(e["shard"])
-                offset.append(e.get("offset", -1))
-                frames.append(e.get("num_frames", -1))
-                wav_offset.append(e.get("wav_offset", -1))
-                samples.append(e.get("num_samples", -1))
+        raw_lines: list[bytes] = []
+        rows = _read_index(index_path, raw_lines)
+        self._ids = [e["id"] for e in rows]
         self._row = {k: i for i, k in enumerate(self._ids)}
-        self._shard = np.asarray(shard, dtype=np.int64)
-        self._offset = np.asarray(offset, dtype=np.int64)
-        self._frames = np.asarray(frames, dtype=np.int64)
-        self._wav_offset = np.asarray(wav_offset, dtype=np.int64)
-        self._samples = np.asarray(samples, dtype=np.int64)
+        if len(self._row) != len(self._ids):
+            dup = next(k for k, n in Counter(self._ids).items() if n > 1)
+            raise AudioclError(f"{index_path}: id {dup!r} occurs twice; the index is damaged")
+        self._shard = np.asarray([e["shard"] for e in rows], dtype=np.int64)
+        self._offset = np.asarray([e.get("offset", -1) for e in rows], dtype=np.int64)
+        self._frames = np.asarray([e.get("num_frames", -1) for e in rows], dtype=np.int64)
+        self._wav_offset = np.asarray([e.get("wav_offset", -1) for e in rows], dtype=np.int64)
+        self._samples = np.asarray([e.get("num_samples", -1) for e in rows], dtype=np.int64)
         self._maps: dict[int, np.ndarray] = {}
+        check_store(self.dir, self.params, rows, raw_lines)
+        if verify:
+            problems = verify_store(self.dir)
+            if problems:
+                first = problems[0]
+                if first.startswith("shard-"):
+                    first = str(self.dir / SHARDS_DIR / first)
+                elif first.startswith(ERRORS_JSONL):
+                    first = str(self.dir / first)
+                raise AudioclError(
+                    f"store at {self.dir} is damaged: {first}"
+                    + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                )
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -602,7 +663,12 @@ class FeatureStore:
         m = self._maps.get(shard)
         if m is None:
             path = self.dir / SHARDS_DIR / f"{shard_name(shard)}.npy"
-            m = np.load(path, mmap_mode="r")
+            try:
+                # allow_pickle=False (numpy's default, spelled out): a shard is never unpickled
+                m = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as err:
+                # the file changed after the store was opened (checked then)
+                raise AudioclError(f"{path}: cannot read the shard ({err})") from None
             self._maps[shard] = m
         return m
 
@@ -624,6 +690,194 @@ class FeatureStore:
         with sf.SoundFile(path) as f:
             f.seek(int(self._wav_offset[r]))
             return f.read(int(self._samples[r]), dtype="float32", always_2d=False)
+
+
+# --------------------------------------------------------------------------- checks on open
+
+
+def _read_index(path: Path, raw_lines: list[bytes] | None = None) -> list[dict[str, Any]]:
+    """Parse ``index.jsonl``; a bad line is an InputError naming the file and line.
+    ``raw_lines``, if given, receives each line's bytes (for :func:`check_store`)."""
+    from audiocl.errors import InputError
+
+    rows: list[dict[str, Any]] = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if raw_lines is not None:
+                raw_lines.append(raw)
+            try:
+                e = json.loads(raw)
+            except (ValueError, RecursionError) as err:
+                raise InputError(str(path), f"not a JSON object ({type(err).__name__}); "
+                                 "the index is damaged", line=lineno) from None
+            if not isinstance(e, dict):
+                raise InputError(str(path), "not a JSON object; the index is damaged", line=lineno)
+            for key, types in (("id", str), ("shard", int), ("offset", int), ("num_frames", int),
+                               ("wav_offset", int), ("num_samples", int)):
+                v = e.get(key)
+                if v is None and key not in ("id", "shard"):
+                    continue
+                if not isinstance(v, types) or isinstance(v, bool):
+                    raise InputError(str(path), f"{'missing' if v is None else 'bad value ' + _short(v)}; "
+                                     "the index is damaged", line=lineno, field=key)
+            rows.append(e)
+    return rows
+
+
+def _short(v: Any) -> str:
+    t = repr(v)
+    return t if len(t) <= 40 else t[:37] + "..."
+
+
+def _read_marker(path: Path) -> dict[str, Any]:
+    try:
+        m = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as err:
+        raise AudioclError(f"{path}: unreadable shard marker ({type(err).__name__})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict) or not isinstance(m.get("done"), int):
+        raise AudioclError(f"{path}: not a shard marker (no 'files'/'done')")
+    return m
+
+
+def npy_header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """``(dtype, shape, fortran_order, data offset)`` from a .npy header, without
+    reading (or unpickling) the data; AudioclError naming the file if it is not a .npy."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            return dtype, tuple(shape), bool(fortran), f.tell()
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise AudioclError(f"{path}: not a readable .npy shard ({err})") from None
+
+
+def check_store(
+    store_dir: str | os.PathLike,
+    params: StoreParams,
+    rows: list[dict[str, Any]],
+    raw_lines: list[bytes] | None = None,
+) -> None:
+    """The cheap checks made on every open (sizes, headers, index agreement); raise
+    AudioclError naming the first damaged file. Reads the small files (markers,
+    .npy headers) and stats the big ones; no shard data is read.
+
+    - every shard 0..n-1 has a marker, and every file the marker lists exists with
+      the recorded size (a truncated, extended, deleted or replaced file);
+    - each ``.npy`` has a .npy header with the store's dtype (never an object array,
+      so nothing is unpickled), C order, shape ``[frames, n_mels]``, and exactly
+      ``header + frames * n_mels * itemsize`` bytes;
+    - ``index.jsonl``'s lines of shard ``i``, re-serialised, have the sha256 the marker
+      records for ``shard-i.index.jsonl``: a swapped, duplicated, dropped or edited
+      index line is found; offsets and frame counts lie inside the shard and tile it;
+    - ``errors.jsonl`` has the summed size of the per-shard error files.
+
+    Altered values inside a shard that keep its size (finite numbers written over
+    others) pass these checks: only the full hash (:func:`verify_store`) finds them.
+    """
+    d = Path(store_dir)
+    shards_dir = d / SHARDS_DIR
+    index_path = d / INDEX_JSONL
+    markers: dict[int, dict[str, Any]] = {}
+    for mpath in shards_dir.glob("shard-*.done"):
+        try:
+            num = int(mpath.name[6:-5])
+        except ValueError:
+            continue
+        markers[num] = _read_marker(mpath)
+    by_shard: dict[int, list[dict[str, Any]]] = {}
+    raw_by_shard: dict[int, list[bytes]] = {}
+    for j, e in enumerate(rows):
+        by_shard.setdefault(int(e["shard"]), []).append(e)
+        if raw_lines is not None:
+            raw_by_shard.setdefault(int(e["shard"]), []).append(raw_lines[j])
+    n = max([*markers, *by_shard], default=-1) + 1
+    for i in range(n):
+        if i not in markers:
+            raise AudioclError(
+                f"{shards_dir / (shard_name(i) + '.done')}: missing, though the store has "
+                f"{n} shards (the shard was deleted or never finished)"
+            )
+    errors_size = 0
+    for i in range(n):
+        m = markers[i]
+        stem = shard_name(i)
+        for name, info in m["files"].items():
+            f = shards_dir / name
+            if not f.is_file():
+                raise AudioclError(f"{f}: missing (listed in {stem}.done)")
+            size = f.stat().st_size
+            if not isinstance(info, dict) or size != info.get("size"):
+                raise AudioclError(
+                    f"{f}: {size} bytes, but {stem}.done records "
+                    f"{info.get('size') if isinstance(info, dict) else info!r} (truncated or replaced)"
+                )
+        err_info = m["files"].get(f"{stem}.errors.jsonl")
+        if isinstance(err_info, dict):
+            errors_size += int(err_info["size"])
+        entries = by_shard.get(i, [])
+        if len(entries) != m["done"]:
+            raise AudioclError(
+                f"{index_path}: {len(entries)} lines for {stem}, but {stem}.done "
+                f"records {m['done']} items (lines dropped, duplicated or moved)"
+            )
+        idx_info = m["files"].get(f"{stem}.index.jsonl")
+        if isinstance(idx_info, dict):
+            if raw_lines is not None:
+                # finalize wrote each line as the shard file's line with "shard":i added;
+                # the canonical JSON sorts keys and has no spaces, and no string can hold
+                # an unescaped quote, so removing that one member gives the shard's line
+                # back (5x faster than serialising the parsed rows again)
+                member = f',"shard":{i}'.encode()
+                body = b"".join(r.replace(member, b"", 1) for r in raw_by_shard.get(i, []))
+            else:
+                body = "".join(
+                    _canonical({k: v for k, v in e.items() if k != "shard"}) + "\n"
+                    for e in entries
+                ).encode("utf-8")
+            if hashlib.sha256(body).hexdigest() != idx_info.get("sha256"):
+                raise AudioclError(
+                    f"{index_path}: the lines of {stem} differ from what its marker "
+                    f"records (swapped, duplicated or edited index lines)"
+                )
+        if "logmel" in params.kinds:
+            npy = shards_dir / f"{stem}.npy"
+            if f"{stem}.npy" not in m["files"]:
+                raise AudioclError(f"{shards_dir / (stem + '.done')}: lists no {stem}.npy")
+            dtype, shape, fortran, data_at = npy_header(npy)
+            if dtype != np.dtype(params.dtype):
+                raise AudioclError(f"{npy}: dtype {dtype}, but the store holds {params.dtype}")
+            if fortran or len(shape) != 2 or shape[1] != params.n_mels:
+                raise AudioclError(
+                    f"{npy}: shape {shape}{' (Fortran order)' if fortran else ''}, but the store "
+                    f"holds C-order [frames, {params.n_mels}]"
+                )
+            want = data_at + shape[0] * shape[1] * dtype.itemsize
+            if npy.stat().st_size != want:
+                raise AudioclError(
+                    f"{npy}: {npy.stat().st_size} bytes, but its header describes {want}"
+                )
+            at = 0
+            for e in entries:
+                o, k = e.get("offset"), e.get("num_frames")
+                if o != at or not isinstance(k, int) or k < 1 or o + k > shape[0]:
+                    raise AudioclError(
+                        f"{index_path}: id {e['id']!r}: frames {o}+{k} do not follow on in "
+                        f"{npy.name} ({shape[0]} frames, next free {at})"
+                    )
+                at = o + k
+            if at != shape[0]:
+                raise AudioclError(f"{npy}: {shape[0]} frames, the index covers {at}")
+    err_path = d / ERRORS_JSONL
+    if err_path.is_file() and err_path.stat().st_size != errors_size:
+        raise AudioclError(
+            f"{err_path}: {err_path.stat().st_size} bytes, but the shards' error files "
+            f"hold {errors_size}"
+        )
 
 
 # --------------------------------------------------------------------------- summaries
@@ -650,23 +904,41 @@ def content_hash(store_dir: str | os.PathLike) -> str:
 
 
 def verify_store(store_dir: str | os.PathLike) -> list[str]:
-    """Re-hash every shard file against its marker; returns the problems found."""
+    """Re-hash every shard file against its marker, and ``errors.jsonl`` against the
+    shards' error files; returns the problems found (``[]``: intact). Reads every
+    byte of the store (about one second per GB and core; see docs/reliability-data.md).
+    """
     d = Path(store_dir)
     problems = []
+    errors_hash = hashlib.sha256()
     for marker_path in sorted((d / SHARDS_DIR).glob("shard-*.done")):
-        marker = json.loads(marker_path.read_text(encoding="utf-8"))
+        try:
+            marker = _read_marker(marker_path)
+        except AudioclError as err:
+            problems.append(str(err))
+            continue
         for name, info in marker["files"].items():
             f = d / SHARDS_DIR / name
             if not f.is_file():
                 problems.append(f"{name}: missing")
-            elif _sha256_file(f) != info["sha256"]:
+            elif _sha256_file(f) != info.get("sha256"):
                 problems.append(f"{name}: content differs from its marker")
+            elif name.endswith(".errors.jsonl"):
+                errors_hash.update(f.read_bytes())
+    err_path = d / ERRORS_JSONL
+    if err_path.is_file() and not problems and _sha256_file(err_path) != errors_hash.hexdigest():
+        problems.append(f"{ERRORS_JSONL}: content differs from the shards' error files")
     return problems
 
 
-def summarize_store(store_dir: str | os.PathLike) -> dict[str, Any]:
-    """Counts and statistics of a finished store, for ``audiocl info``."""
-    store = FeatureStore(store_dir)
+def summarize_store(store_dir: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
+    """Counts and statistics of a finished store, for ``audiocl info``; ``verify``
+    re-hashes every file first (AudioclError naming the first damaged one)."""
+    import time
+
+    t0 = time.perf_counter()
+    store = FeatureStore(store_dir, verify=verify)
+    t_open = time.perf_counter() - t0
     params = store.params
     errors = store.errors()
     out: dict[str, Any] = {
@@ -701,4 +973,12 @@ def summarize_store(store_dir: str | os.PathLike) -> dict[str, Any]:
             "min": float(ns.min()) / params.sample_rate,
             "max": float(ns.max()) / params.sample_rate,
         }
+    files = [f for f in (store.dir / SHARDS_DIR).glob("shard-*") if f.is_file()]
+    out["integrity"] = {
+        "checked": "sha256 of every file" if verify else "sizes, headers, index (cheap)",
+        "ok": True,
+        "files": len(files),
+        "bytes": sum(f.stat().st_size for f in files),
+        "seconds": round(t_open, 4),
+    }
     return out

@@ -13,6 +13,7 @@ bytes, and every tar is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -24,15 +25,57 @@ from typing import Any
 import numpy as np
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_text, tmp_path
 
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+#: longest key: ``<key>.flac`` must fit the 100-byte name field of a ustar header
+#: (Clotho ids run past 95 characters)
+MAX_KEY = 80
+_HASH_CHARS = 16
 
 
 def sample_key(item_id: str) -> str:
-    """A WebDataset key for ``item_id``: loaders split a member name at its first dot
-    and treat slashes as folders, so everything but ``[A-Za-z0-9_-]`` becomes ``_``."""
-    key = _KEY_BAD.sub("_", item_id).strip("_")
-    return key or "item"
+    """The readable WebDataset key of ``item_id``: loaders split a member name at its
+    first dot and treat slashes as folders, so everything but ``[A-Za-z0-9_-]``
+    becomes ``_``; a key over :data:`MAX_KEY` characters is shortened and ends in
+    ``-`` plus 16 hex digits of the id's sha256. Distinct ids can share this form
+    (``a/b`` and ``a_b``): :func:`sample_keys` resolves that."""
+    clean = _KEY_BAD.sub("_", item_id).strip("_") or "item"
+    return clean if len(clean) <= MAX_KEY else _hashed_key(item_id, clean)
+
+
+def _hashed_key(item_id: str, clean: str) -> str:
+    digest = hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:_HASH_CHARS]
+    stem = clean[: MAX_KEY - _HASH_CHARS - 1].rstrip("_-") or "item"
+    return f"{stem}-{digest}"
+
+
+def sample_keys(ids: list[str], where: str = "the manifest") -> dict[str, str]:
+    """Collision-free keys for all ``ids`` of one export, independent of their order.
+
+    Each id gets :func:`sample_key`; the ids that share one (``a/b``, ``a_b``) each get
+    the hashed form instead (``a_b-<16 hex>``), so ``a_b_2``, ``a/b`` and ``a_b`` become
+    ``a_b_2``, ``a_b-…``, ``a_b-…``. The full id is always in the sample's ``.json``.
+    A hashed key that equals another id's key (an id spelled like a hash) is refused,
+    naming both ids.
+    """
+    by_key: dict[str, list[str]] = {}
+    for i in ids:
+        by_key.setdefault(sample_key(i), []).append(i)
+    out: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for key, group in by_key.items():
+        for i in group:
+            k = key if len(group) == 1 else _hashed_key(i, _KEY_BAD.sub("_", i).strip("_"))
+            out[i] = k
+    for i, k in out.items():
+        if k in owner:
+            raise AudioclError(
+                f"{where}: ids {owner[k]!r} and {i!r} both map to the WebDataset key "
+                f"{k!r}; rename one of them"
+            )
+        owner[k] = i
+    return out
 
 
 def _flac_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
@@ -66,7 +109,7 @@ class _TarSink:
     def add(self, key: str, flac: bytes, meta: dict[str, Any]) -> None:
         if self._tar is None:
             self._name = f"{len(self.sizes):06d}.tar"
-            self._tmp = self.out / f".{self._name}.tmp-{os.getpid()}"
+            self._tmp = tmp_path(self.out / self._name)
             self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
             self._n = 0
         _add(self._tar, f"{key}.flac", flac)
@@ -113,9 +156,14 @@ def export_webdataset(
     out = Path(out_dir)
     if out.exists() and any(out.glob("*.tar")):
         raise AudioclError(f"{out} already holds tars; choose an empty --out")
+    # keys are made (and checked) before anything is written
+    keys = sample_keys(
+        [it.id for it in read_manifest(Path(manifest), resolve_paths=False)
+         if store is None or it.id in store],
+        str(manifest),
+    )
     out.mkdir(parents=True, exist_ok=True)
     sink = _TarSink(out, samples_per_tar)
-    used: dict[str, str] = {}
     skipped = 0
     failed: list[dict[str, str]] = []
     from_store = 0
@@ -136,10 +184,7 @@ def export_webdataset(
             except AudioDecodeError as err:
                 failed.append({"id": item.id, "reason": err.reason, "message": err.detail})
                 continue
-            key = sample_key(item.id)
-            if key in used and used[key] != item.id:
-                key = f"{key}_{len(used)}"
-            used[key] = item.id
+            key = keys[item.id]
             texts = list(item.texts)
             if not texts and text_template and item.labels:
                 texts = [text_template.format(", ".join(item.labels))]
@@ -156,10 +201,7 @@ def export_webdataset(
         if sink._tmp is not None:
             sink._tmp.unlink(missing_ok=True)
         raise
-    sizes_path = out / "sizes.json"
-    tmp = sizes_path.with_name(f".sizes.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(sink.sizes, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, sizes_path)
+    atomic_write_text(out / "sizes.json", json.dumps(sink.sizes, indent=1, sort_keys=True) + "\n")
     return {
         "out": str(out),
         "tars": len(sink.sizes),

@@ -1,0 +1,69 @@
+"""Atomic file writes: a file appears under its final name complete, or not at all.
+
+Every writer in the data pipeline (store shards and markers, shard specs,
+WebDataset tars, ``sizes.json``) writes to a hidden temporary name in the
+destination folder, fsyncs, then ``os.replace``s it into place. On any error
+(disk full: ``OSError`` 28, a quota, an interrupt) the temporary file is removed
+before the error propagates, so nothing partial is left behind; a process
+killed outright (SIGKILL) can leave only a hidden ``.<name>.tmp-<pid>`` file,
+which :func:`remove_stale_tmp` (called by the next run) deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+#: glob of the temporary names made by :func:`tmp_path` (hidden, so readers skip them)
+TMP_GLOB = ".*.tmp-*"
+
+
+def tmp_path(path: str | os.PathLike) -> Path:
+    """The hidden temporary name for ``path``: ``.<name>.tmp-<pid>`` in the same folder
+    (same file system, so the final ``os.replace`` is atomic)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[IO[bytes]]:
+    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears only if the block
+    succeeds; on any exception the temporary file is removed and ``p`` is untouched."""
+    final = Path(path)
+    tmp = tmp_path(final)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, fsync=fsync) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = True) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> int:
+    """Delete the temporary files a killed writer left in ``folder``; returns how many."""
+    n = 0
+    d = Path(folder)
+    if d.is_dir():
+        for stale in d.glob(TMP_GLOB):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
+                n += 1
+    return n
