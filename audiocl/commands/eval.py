@@ -14,7 +14,13 @@ def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--manifest", required=required, help="JSONL manifest of the evaluation items")
     p.add_argument("--store", default=None, help="feature store of the manifest's items (default: decode the audio files)")
     p.add_argument("--split", default=None, help="use only items of this split")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (>= 1)")
+
+
+def _group_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-by", action="append", default=None, metavar="FIELD",
+                   help="also report results per value of this manifest field (speaker, language, split, "
+                        "fold, any custom field); repeatable")
 
 
 def _out_arg(p: argparse.ArgumentParser) -> None:
@@ -55,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", default=None, help="class list file (one label a line); default: the manifest's labels")
     p.add_argument("--audio-tower", default=None)
     p.add_argument("--text-tower", default=None)
+    _group_arg(p)
     _out_arg(p)
 
     p = sub.add_parser("retrieval", help="text-to-audio / audio-to-text retrieval (LAION multi-caption protocol)")
@@ -65,11 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=16384, help="gallery chunk for the chunked top-k")
     p.add_argument("--audio-tower", default=None)
     p.add_argument("--text-tower", default=None)
+    _group_arg(p)
     _out_arg(p)
 
     p = sub.add_parser("multiway", help="predict one modality from the others (MIP, volume or summed cosine)")
     _emb_args(p)
-    p.add_argument("--method", choices=["mip", "volume", "cosine"], default="mip")
+    p.add_argument("--method", choices=["mip", "volume", "cosine"], default=None,
+                   help="score (default mip, or the one matching --loss)")
+    p.add_argument("--loss", default=None,
+                   help="score the way this training loss does (symile: mip, gram: volume, others: cosine)")
     p.add_argument("--target", action="append", default=None, help="target modality (repeatable; default: each)")
     p.add_argument("--towers", nargs="+", default=None, help="modalities to use (default: all)")
     _out_arg(p)
@@ -89,17 +100,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _out_arg(p)
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    from audiocl.errors import AudioclError
+
+    for opt in ("batch_size", "chunk"):
+        v = getattr(args, opt, None)
+        if v is not None and v < 1:
+            raise AudioclError(f"--{opt.replace('_', '-')} must be >= 1, got {v}")
+
+
 def run(args: argparse.Namespace) -> int:
     from audiocl.eval.report import write_results
 
+    _check_sizes(args)
     cmd = args.eval_command
+    if cmd in ("zeroshot", "retrieval") and args.group_by:
+        # a results table per group is only readable with a name per group
+        args.group_by = list(dict.fromkeys(args.group_by))
     if cmd == "zeroshot":
         from audiocl.eval.zeroshot import run_zeroshot
 
         res, _ = run_zeroshot(
             args.model, args.manifest, store=args.store, prompt=args.prompt, prompts_file=args.prompts_file,
             classes_file=args.classes, split=args.split, audio_tower=args.audio_tower,
-            text_tower=args.text_tower, batch_size=args.batch_size,
+            text_tower=args.text_tower, batch_size=args.batch_size, group_by=args.group_by,
         )
         summary = f"top1 {res['top1']:.4f}  top5 {res['top5']:.4f}  ({res['n_items']} items, {res['n_classes']} classes)"
     elif cmd == "retrieval":
@@ -108,22 +132,32 @@ def run(args: argparse.Namespace) -> int:
         res = run_retrieval(
             args.model, args.manifest, store=args.store, split=args.split, speech=args.speech,
             a2t_map_sorted=not args.laion_map_order, audio_tower=args.audio_tower,
-            text_tower=args.text_tower, batch_size=args.batch_size, chunk=args.chunk,
+            text_tower=args.text_tower, batch_size=args.batch_size, chunk=args.chunk, group_by=args.group_by,
         )
         ta, at = res["text_to_audio"], res["audio_to_text"]
         summary = (f"t2a R@1 {ta['R@1']:.4f} R@10 {ta['R@10']:.4f} mAP@10 {ta['mAP@10']:.4f} | "
                    f"a2t R@1 {at['R@1']:.4f} R@10 {at['R@10']:.4f} mAP@10 {at['mAP@10']:.4f}")
     elif cmd == "multiway":
         from audiocl.eval.embed import gather_embeddings
-        from audiocl.eval.multiway import multiway_all
+        from audiocl.eval.multiway import multiway
 
+        if args.method is not None and args.loss is not None:
+            from audiocl.errors import AudioclError
+
+            raise AudioclError("give --method or --loss, not both")
+        if args.loss is not None:
+            from audiocl.eval.multiway import score_for_loss
+
+            score_for_loss(args.loss)  # an unknown loss is refused before anything is embedded
         emb, _, _, meta = gather_embeddings(
             embeddings=args.embeddings, model_dir=args.model, manifest=args.manifest, store=args.store,
             split=args.split, towers=args.towers, batch_size=args.batch_size,
             arrays=args.arrays, inputs=_inputs(args.inputs),
         )
-        res = {**multiway_all(emb, args.method, args.target), **meta}
-        summary = f"{args.method}: mean accuracy {res['accuracy_mean']:.4f} over targets {list(res['targets'])}"
+        res = {**multiway(embeddings=emb, method=args.method, loss=args.loss, targets=args.target), **meta}
+        if args.loss is not None:
+            res["loss"] = args.loss
+        summary = f"{res['method']}: mean accuracy {res['accuracy_mean']:.4f} over targets {list(res['targets'])}"
     elif cmd == "probe":
         from audiocl.eval.probe import run_probe
 

@@ -28,7 +28,13 @@ def run(args: argparse.Namespace) -> int:
                 render_from_json(f)
     table = compare_experiments(args.experiments, args.names)
     if args.out:
-        Path(args.out).write_text(table, encoding="utf-8")
+        from audiocl.errors import AudioclError
+        from audiocl.fsutil import atomic_write_text
+
+        try:  # temporary file + rename: a full disk leaves the previous table, not half of one
+            atomic_write_text(Path(args.out), table)
+        except OSError as e:
+            raise AudioclError(f"cannot write {args.out}: {e.strerror or e}") from None
         print(f"wrote {args.out}")
     else:
         print(table, end="")

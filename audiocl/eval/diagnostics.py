@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from audiocl.errors import AudioclError
 from audiocl.eval import metrics as M
+from audiocl.fsutil import atomic_path
 
 __all__ = ["modality_gap", "alignment", "uniformity", "pca_2d", "diagnostics", "plot_projection"]
 
@@ -177,6 +178,9 @@ def plot_projection(proj: dict[str, Any], path: str | os.PathLike, title: str = 
         ax.legend(fontsize=6, loc="best", markerscale=1.2)
     fig.tight_layout()
     p = Path(path)
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(p) as tmp:  # never a 0-byte PNG on a full disk
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return p

@@ -1,10 +1,15 @@
 """Results files: JSON first, then Markdown and PNGs made from the JSON.
 
 Every evaluation writes its results dict with :func:`write_results`, which
-writes ``<out>.json`` (atomically) and then, *from the JSON it just wrote*,
-``<out>.md`` and any plots (``<out>.confusion.png`` for single-label
-zero-shot, ``<out>.projection.png`` for diagnostics). A report can therefore
-always be re-made from the JSON alone (:func:`render_from_json`).
+serialises ``<out>.json`` and then, *from that JSON text*, makes ``<out>.md``
+and any plots (``<out>.confusion.png`` for single-label zero-shot,
+``<out>.projection.png`` for diagnostics). A report can therefore always be
+re-made from the JSON alone (:func:`render_from_json`).
+
+Every file is written to a temporary name beside it (:mod:`audiocl.fsutil`)
+and all of them are renamed into place only once every one was written, so a
+full disk or a crash leaves the previous results (or none), never a 0-byte
+PNG or a JSON without its Markdown; the error names the file that failed.
 
 :func:`compare_experiments` reads the results JSON of several experiments
 and puts them side by side in one Markdown table (``audiocl report EXP...``).
@@ -12,15 +17,17 @@ and puts them side by side in one Markdown table (``audiocl report EXP...``).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from audiocl.errors import AudioclError, InputError
+from audiocl.fsutil import atomic_path, atomic_write_text
 
 __all__ = [
     "write_json",
@@ -34,23 +41,28 @@ __all__ = [
 ]
 
 # scalar keys never shown as metrics in the comparison table
-_SKIP = {"n_items", "n_classes", "n_audio", "n_text", "n_audio_queries", "top5_k", "seed", "n_folds"}
+_SKIP = {"n_items", "n_classes", "n_audio", "n_text", "n_audio_queries", "top5_k", "seed", "n_folds", "n_groups"}
+
+
+def _json_text(obj: Any) -> str:
+    # allow_nan=False: a NaN/inf result is a bug upstream (ValueError), never written silently
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _write_error(path: Path, err: OSError) -> AudioclError:
+    what = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+    return AudioclError(f"cannot write {path}: {what}; no results file was changed")
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON atomically (temporary file, then rename)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    text = _json_text(obj)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(p, text)
+    except OSError as e:
+        raise _write_error(p, e) from None
 
 
 def _fmt(v: Any) -> str:
@@ -92,7 +104,7 @@ def results_markdown(res: dict[str, Any], title: str | None = None) -> str:
         lines += _table(["direction", *keys], [[d, *[res[d].get(k) for k in keys]] for d in dirs]) + [""]
     # any other section: a dict of scalars, or a dict of dicts of scalars (multiway
     # targets, probe folds, diagnostics pairs/uniformity)
-    handled = {"text_to_audio", "audio_to_text", "folds", "fold_mean", "fold_std", "per_class", "projection"}
+    handled = {"text_to_audio", "audio_to_text", "folds", "fold_mean", "fold_std", "per_class", "projection", "groups"}
     for section, block in res.items():
         if section in handled or not isinstance(block, dict) or not block:
             continue
@@ -110,6 +122,17 @@ def results_markdown(res: dict[str, Any], title: str | None = None) -> str:
             if isinstance(res.get(agg), dict):
                 rows.append([agg.replace("fold_", ""), *[res[agg].get(k) for k in keys]])
         lines += ["## Folds", ""] + _table(["fold", *keys], rows) + [""]
+    for field_name, g in (res.get("groups") or {}).items():
+        if not isinstance(g, dict) or not isinstance(g.get("per_group"), dict):
+            continue
+        per = g["per_group"]
+        keys = sorted({k for v in per.values() if isinstance(v, dict) for k in v
+                       if isinstance(v[k], (int, float)) or v[k] is None})
+        rows = [[name, *[v.get(k) for k in keys]] for name, v in per.items()]
+        for agg in ("mean", "std", "min", "max"):
+            if isinstance(g.get(agg), dict):
+                rows.append([f"**{agg}**", *[g[agg].get(k) for k in keys]])
+        lines += [f"## Per {field_name} ({len(per)} groups)", ""] + _table([field_name, *keys], rows) + [""]
     if isinstance(res.get("per_class"), dict):
         pc = res["per_class"]
         keys = sorted({k for v in pc.values() for k in v})
@@ -154,13 +177,40 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: st
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
     p = Path(path)
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return p
 
 
 def _stem(path: Path) -> Path:
     return path.with_suffix("") if path.suffix == ".json" else path
+
+
+def _render(res: dict[str, Any], stem: Path, stack: ExitStack, current: list[Path]) -> Path:
+    """Write the Markdown and plots of ``res`` to temporary paths held by ``stack``."""
+    from audiocl.eval.diagnostics import plot_projection
+
+    res = dict(res)
+    if res.get("confusion_matrix") and res.get("per_class"):
+        png = stem.with_name(stem.name + ".confusion.png")
+        current.append(png)
+        tmp = stack.enter_context(atomic_path(png))
+        plot_confusion(res["confusion_matrix"], list(res["per_class"].keys()), tmp, title=res.get("eval", ""))
+        res["confusion_png"] = png.name
+    if res.get("projection") and isinstance(res["projection"], dict):
+        png = stem.with_name(stem.name + ".projection.png")
+        current.append(png)
+        tmp = stack.enter_context(atomic_path(png))
+        plot_projection(res["projection"], tmp)
+        res["projection_png"] = png.name
+    md = stem.with_name(stem.name + ".md")
+    current.append(md)
+    tmp = stack.enter_context(atomic_path(md))
+    tmp.write_text(results_markdown(res, title=f"{res.get('eval', 'results')}: {stem.name}") + "\n", encoding="utf-8")
+    return md
 
 
 def render_from_json(json_path: str | os.PathLike) -> Path:
@@ -170,35 +220,44 @@ def render_from_json(json_path: str | os.PathLike) -> Path:
         res = json.loads(jp.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(str(jp), f"not valid JSON: {e.msg}", line=e.lineno) from None
-    stem = _stem(jp)
-    if res.get("confusion_matrix") and res.get("per_class"):
-        png = plot_confusion(res["confusion_matrix"], list(res["per_class"].keys()),
-                             stem.with_name(stem.name + ".confusion.png"), title=res.get("eval", ""))
-        res["confusion_png"] = png.name
-    if res.get("projection") and isinstance(res["projection"], dict):
-        from audiocl.eval.diagnostics import plot_projection
-
-        png = plot_projection(res["projection"], stem.with_name(stem.name + ".projection.png"))
-        res["projection_png"] = png.name
-    md = stem.with_name(stem.name + ".md")
-    md.write_text(results_markdown(res, title=f"{res.get('eval', 'results')}: {stem.name}") + "\n", encoding="utf-8")
-    return md
+    current: list[Path] = [jp]
+    try:
+        with ExitStack() as stack:
+            return _render(res, _stem(jp), stack, current)
+    except OSError as e:
+        raise _write_error(current[-1], e) from None
 
 
 def write_results(res: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``out`` (JSON) first, then the Markdown and PNGs made from it. Returns both paths."""
+    """Write ``out`` (JSON), and the Markdown and PNGs made from that JSON; returns both paths.
+
+    All files go to temporary names first and are renamed into place together
+    (JSON last), only after every one was written.
+    """
     p = Path(out)
     if p.suffix != ".json":
         raise AudioclError(f"--out must name a .json file, got {p}")
-    write_json(res, p)
-    return p, render_from_json(p)
+    text = _json_text(res)
+    current: list[Path] = [p]
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # ExitStack renames in reverse order of entry: the JSON is entered first,
+        # so it lands last and a reader that sees it also sees its Markdown
+        with ExitStack() as stack:
+            tmp_json = stack.enter_context(atomic_path(p))
+            tmp_json.write_text(text, encoding="utf-8")
+            md = _render(json.loads(text), _stem(p), stack, current)
+            current.append(p)
+    except OSError as e:
+        raise _write_error(current[-1], e) from None
+    return p, md
 
 
 def flatten_metrics(res: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a results dict as ``{"a/b/c": value}`` (per-class and per-item detail skipped)."""
     out: dict[str, float] = {}
     for k, v in res.items():
-        if k in ("per_class", "confusion_matrix", "projection", "folds", "fold_std", "per_fold") or k in _SKIP:
+        if k in ("per_class", "confusion_matrix", "projection", "folds", "fold_std", "per_fold", "per_group") or k in _SKIP:
             continue
         key = f"{prefix}{k}"
         if isinstance(v, bool):

@@ -28,6 +28,15 @@ Protocol (``protocol = "laion-clap-multicaption"``), following
   distractors) but are not audio-to-text queries; ``n_audio_queries`` says how
   many were.
 
+Groups (``group_by`` a manifest field: ``language``, ``speaker``, ...): the
+same metrics computed *within* each group, its clips and their captions
+forming both the queries and the gallery, with the mean and minimum over
+groups (a group needs at least one clip and one caption).
+
+Object-first: :func:`retrieval` takes a loaded model and manifest items (or
+precomputed embeddings); :func:`run_retrieval` reads the folder and the file
+and calls it.
+
 Speech-text (``speech=True``) adds CLASP's names for the same quantities:
 ``HITS@1`` (= R@1), ``MRR`` and ``meanR`` (= mean rank).
 
@@ -41,8 +50,10 @@ against 500k captions (``d = 512``) fits in 4 GB (see
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -59,6 +70,8 @@ __all__ = [
     "captions_per_clip",
     "retrieval_metrics",
     "direction_metrics",
+    "retrieval",
+    "run_retrieval",
 ]
 
 
@@ -294,6 +307,87 @@ def retrieval_metrics(
     }
 
 
+def _captions(items: Sequence[Any]) -> tuple[list[str], list[int]]:
+    captions: list[str] = []
+    t2a: list[int] = []
+    for a, it in enumerate(items):
+        for t in it.texts:
+            captions.append(t)
+            t2a.append(a)
+    return captions, t2a
+
+
+def retrieval(
+    model: Any,
+    items: Sequence[Any],
+    *,
+    audio: torch.Tensor | None = None,
+    text: torch.Tensor | None = None,
+    group_by: str | Sequence[str] | None = None,
+    store: str | os.PathLike | None = None,
+    speech: bool = False,
+    a2t_map_sorted: bool = True,
+    audio_tower: str | None = None,
+    text_tower: str | None = None,
+    batch_size: int = 16,
+    chunk: int = 16384,
+    source: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Retrieval between the audio of loaded ``items`` and their ``texts`` (captions/transcripts).
+
+    ``audio`` ``[N, d]`` / ``text`` ``[T, d]`` (captions in item order) skip
+    embedding when given. ``group_by``: manifest field(s); adds ``"groups":
+    {field: {"per_group": {value: metrics}, "n_groups", "mean", "min"}}``
+    with ``mean``/``min`` over groups of each direction's metrics.
+    """
+    from audiocl.eval.embed import embed_items_audio, embed_strings
+    from audiocl.eval.zeroshot import group_values
+
+    src = None if source is None else str(source)
+    if batch_size < 1 or chunk < 1:
+        raise AudioclError(f"batch size and chunk must be >= 1, got {batch_size} and {chunk}")
+    items = list(items)
+    if not items:
+        raise AudioclError(f"{src}: no items" if src else "no items")
+    captions, t2a = _captions(items)
+    if not captions:
+        raise AudioclError(f"no item of {src or 'the items'} has a text; retrieval needs captions or transcripts")
+    fields = [group_by] if isinstance(group_by, str) else list(group_by or [])
+    groups = {f: group_values(items, f, src) for f in fields}
+    if audio is None:
+        audio = embed_items_audio(model, items, store=store, tower=audio_tower, batch_size=batch_size)
+    if text is None:
+        text = embed_strings(model, captions, tower=text_tower)
+    if audio.shape[0] != len(items) or text.shape[0] != len(captions):
+        raise AudioclError(f"{audio.shape[0]} audio / {text.shape[0]} text embeddings for "
+                           f"{len(items)} items / {len(captions)} captions")
+    audio = torch.nn.functional.normalize(audio.float(), dim=-1)
+    t2a_t = torch.tensor(t2a)
+    res = retrieval_metrics(audio, text, t2a_t, speech=speech, chunk=chunk, a2t_map_sorted=a2t_map_sorted)
+    if groups:
+        res["groups"] = {}
+        for f, values in groups.items():
+            per: dict[str, Any] = {}
+            for g in sorted(set(values), key=lambda v: (str(type(v)), v)):
+                clips = [i for i, v in enumerate(values) if v == g]
+                new_index = {a: j for j, a in enumerate(clips)}
+                caps = [j for j, a in enumerate(t2a) if a in new_index]
+                if not caps:
+                    continue  # a group without a caption has no text-to-audio query
+                sub = retrieval_metrics(
+                    audio[clips], text[caps], torch.tensor([new_index[t2a[j]] for j in caps]),
+                    speech=speech, chunk=chunk, a2t_map_sorted=a2t_map_sorted,
+                )
+                per[str(g)] = {d: sub[d] for d in ("text_to_audio", "audio_to_text")} | {
+                    "n_audio": sub["n_audio"], "n_text": sub["n_text"]}
+            agg: dict[str, Any] = {}
+            for st, fn in (("mean", lambda xs: sum(xs) / len(xs)), ("min", min)):
+                agg[st] = {d: {k: float(fn([v[d][k] for v in per.values()])) for k in res[d]}
+                           for d in ("text_to_audio", "audio_to_text")}
+            res["groups"][f] = {"per_group": per, "n_groups": len(per), **agg}
+    return res
+
+
 def run_retrieval(
     model_dir: str,
     manifest: str,
@@ -306,29 +400,24 @@ def run_retrieval(
     text_tower: str | None = None,
     batch_size: int = 16,
     chunk: int = 16384,
+    group_by: str | Sequence[str] | None = None,
 ) -> dict:
-    """Load a model folder and a manifest (each item's ``texts`` are its captions), embed, score."""
-    from audiocl.data.manifest import read_manifest
-    from audiocl.eval.embed import embed_items_audio, embed_strings
+    """Load a model folder and a manifest (each item's ``texts`` are its captions) and call :func:`retrieval`."""
+    from audiocl.eval.zeroshot import group_values, read_items
     from audiocl.models import load_model
 
-    items = [it for it in read_manifest(manifest) if split is None or it.split == split]
-    if not items:
-        raise AudioclError(f"no items in {manifest}" + (f" with split {split!r}" if split else ""))
-    captions: list[str] = []
-    t2a: list[int] = []
-    for a, it in enumerate(items):
-        for t in it.texts:
-            captions.append(t)
-            t2a.append(a)
-    if not captions:
+    if batch_size < 1 or chunk < 1:
+        raise AudioclError(f"--batch-size and --chunk must be >= 1, got {batch_size} and {chunk}")
+    items = read_items(manifest, split)
+    if not _captions(items)[0]:
         raise AudioclError(f"no item of {manifest} has a text; retrieval needs captions or transcripts")
+    fields = [group_by] if isinstance(group_by, str) else list(group_by or [])
+    for f in fields:
+        group_values(items, f, str(manifest))
     model = load_model(model_dir)
-    audio = embed_items_audio(model, items, store=store, tower=audio_tower, batch_size=batch_size)
-    text = embed_strings(model, captions, tower=text_tower)
-    res = retrieval_metrics(
-        torch.nn.functional.normalize(audio.float(), dim=-1), text, torch.tensor(t2a),
-        speech=speech, chunk=chunk, a2t_map_sorted=a2t_map_sorted,
+    res = retrieval(
+        model, items, group_by=fields, store=store, speech=speech, a2t_map_sorted=a2t_map_sorted,
+        audio_tower=audio_tower, text_tower=text_tower, batch_size=batch_size, chunk=chunk, source=manifest,
     )
     out = {"eval": "retrieval", "model": str(model_dir), "manifest": str(manifest), "split": split}
     out.update(res)

@@ -47,16 +47,6 @@ use_audiocl
 note_frontend="--preset laion_clap --set sample_rate=16000 --set n_fft=512 --set win_length=512
   --set hop_length=160 --set f_max=8000 --set clip_samples=80000"
 
-# loss -> the multi-way score matching its objective
-method_of() {
-  case "$1" in
-    symile) echo mip ;;
-    gram) echo volume ;;
-    pairwise) echo cosine ;;
-    *) die "unknown loss $1" ;;
-  esac
-}
-
 stage0() {
   apt_install espeak-ng fluidsynth fluid-soundfont-gm
   need_cmd espeak-ng
@@ -128,10 +118,10 @@ stage4() {
 }
 
 stage5() {
-  local a=${data}/arrays task loss seed dir method sets
+  # --loss: each objective's own multi-way score (audiocl.eval.multiway.score_for_loss)
+  local a=${data}/arrays task loss seed dir sets
   for task in higher control; do
     for loss in ${losses}; do
-      method=$(method_of "${loss}")
       for dir in "${exp}/${task}/${loss}"_s*; do
         [ -d "${dir}/train/model" ] || die "no model in ${dir}/train (run stage 4)"
         sets="test=${a}/${task}_test.npz"
@@ -139,15 +129,15 @@ stage5() {
           sets="${sets} no_speech=${a}/${task}_test_no_speech.npz no_note=${a}/${task}_test_no_note.npz no_text=${a}/${task}_test_no_text.npz"
         fi
         # shellcheck disable=SC2086
-        ${python} local/evaluate.py --model "${dir}/train/model" --method "${method}" --arrays ${sets} \
+        ${python} local/evaluate.py --model "${dir}/train/model" --loss "${loss}" --arrays ${sets} \
           --out "${dir}/eval/classlevel.json" > "${dir}/eval_classlevel.log"
-        echo "${python} local/evaluate.py --model ${dir}/train/model --method ${method} --arrays ${sets} --out ${dir}/eval/classlevel.json" \
+        echo "${python} local/evaluate.py --model ${dir}/train/model --loss ${loss} --arrays ${sets} --out ${dir}/eval/classlevel.json" \
           > "${dir}/eval_command.txt"
       done
       # item-level multi-way retrieval with the audiocl CLI, first seed only (see local/evaluate.py)
       seed=${seeds%% *}
       dir=${exp}/${task}/${loss}_s${seed}
-      audiocl eval multiway --model "${dir}/train/model" --arrays "${a}/${task}_test.npz" --method "${method}" \
+      audiocl eval multiway --model "${dir}/train/model" --arrays "${a}/${task}_test.npz" --loss "${loss}" \
         --out "${dir}/eval/multiway_items.json" > /dev/null
     done
   done

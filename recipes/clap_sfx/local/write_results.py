@@ -22,6 +22,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
+from stage_timings import read_timings  # noqa: E402
+
 
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -133,15 +136,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
     esc = _json(ev / "zeroshot_esc50_sample.json")
     train_sum = _last_json_line(exp / "train_summary.json")
     extract_sum = _last_json_line(exp / "extract_summary.json")
-    timings = []
-    if (exp / "timings.tsv").is_file():
-        # a stage redone later (--force) appends a row: keep each stage's latest
-        latest = {}
-        for line in (exp / "timings.tsv").read_text().splitlines():
-            if line:
-                row = line.split("\t")
-                latest[row[0]] = row
-        timings = [latest[k] for k in sorted(latest, key=int)]
+    timings = read_timings(exp / "timings.tsv")  # each stage's latest row
     command = (exp / "command.txt").read_text().strip() if (exp / "command.txt").is_file() else "./run.sh"
     L: list[str] = []
     L.append("# clap_sfx results\n")
@@ -265,12 +260,10 @@ def write(data: Path, exp: Path, out: Path) -> str:
     if timings:
         L.append("| stage | what | seconds | load average at the end (2 cores) |")
         L.append("|---|---|---|---|")
-        for row in timings:
-            n, name, sec = row[:3]
-            load = row[3] if len(row) > 3 else "-"
-            L.append(f"| {n} | {name} | {sec} | {load} |")
+        for t in timings:
+            L.append(f"| {t.stage} | {t.name} | {t.seconds} | {t.load} |")
         L.append("")
-        L.append(f"Total of the stages above: {sum(int(r[2]) for r in timings)} s.\n")
+        L.append(f"Total of the stages above: {sum(t.seconds for t in timings)} s.\n")
         L.append("The machine was shared with other jobs; a load average above 2 means the stage "
                  "got only part of the two cores, so these times are upper bounds.\n")
     if extract_sum:

@@ -6,6 +6,11 @@ digit word spoken in A are queries; the gallery is the ten digit words written
 in B (``sieben`` vs ``seven``, ``sept``, ``siete``...). A query is right when
 its nearest text (cosine) is the same digit. Reported per pair: HITS@1, MRR and
 mean rank over the 10 candidates (chance: HITS@1 0.10, MRR 0.29, meanR 5.5).
+Each pair is the library's zero-shot classification
+(:func:`audiocl.eval.zeroshot.zeroshot`, template ``{}``, class names the digit
+words of B): HITS@1 = its ``top1``, MRR and meanR its ``MRR``/``mean_rank``,
+with ties counted against the model (a text scoring the same as the right one
+ranks above it).
 
 Which pairs were seen in training (stage 0): A == B (own transcripts) and
 B == en for any A (digit clips in de/fr/es also carry the English word, the
@@ -23,9 +28,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from audiocl.errors import AudioclError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,39 +42,31 @@ def pair_kind(a: str, b: str) -> str:
     return "never paired (transfer)"
 
 
-def rank_metrics(scores: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """``scores [N, C]``, ``target [N]`` -> HITS@1, MRR, mean rank (1 = best) of the true column."""
-    true = scores.gather(1, target[:, None])
-    rank = (scores > true).sum(1).float() + 1.0
-    return {"hits1": float((rank == 1).float().mean()), "mrr": float((1.0 / rank).mean()),
-            "meanR": float(rank.mean()), "n": int(len(target))}
-
-
 def evaluate(model_dir: str, manifests: Path, store: str | None) -> dict:
-    from audiocl.data.manifest import read_manifest
-    from audiocl.eval.embed import embed_items_audio, embed_strings
+    from audiocl.eval.embed import embed_items_audio
+    from audiocl.eval.zeroshot import read_items, zeroshot
     from audiocl.models import load_model
 
     model = load_model(model_dir)
     langs = sorted(p.stem.removeprefix("test_digits_") for p in manifests.glob("test_digits_*.jsonl"))
     if not langs:
         raise AudioclError(f"no test_digits_<lang>.jsonl in {manifests}")
-    text_emb = {b: F.normalize(embed_strings(model, DIGITS[b]).float(), dim=-1) for b in langs}
-    index = {w: i for i, w in enumerate(DIGITS["en"])}
     pairs = {}
     for a in langs:
-        items = list(read_manifest(manifests / f"test_digits_{a}.jsonl"))
-        if not items:
+        path = manifests / f"test_digits_{a}.jsonl"
+        if not path.read_text(encoding="utf-8").strip():
             continue
-        audio = F.normalize(embed_items_audio(model, items, store=store).float(), dim=-1)
-        target = torch.tensor([index[it.labels[0]] for it in items])
+        items = read_items(path)
+        audio = embed_items_audio(model, items, store=store)  # once per speech language
         for b in langs:
-            m = rank_metrics(audio @ text_emb[b].T, target)
-            pairs[f"{a}->{b}"] = m | {"speech": a, "text": b, "kind": pair_kind(a, b)}
+            res, _ = zeroshot(model, items, DIGITS["en"], ["{}"], names=DIGITS[b], audio=audio, source=path)
+            pairs[f"{a}->{b}"] = {"hits1": res["top1"], "mrr": res["MRR"], "meanR": res["mean_rank"],
+                                  "n": res["n_items"], "speech": a, "text": b, "kind": pair_kind(a, b)}
     groups: dict[str, list[float]] = {}
     for v in pairs.values():
         groups.setdefault(v["kind"], []).append(v["hits1"])
     return {"eval": "crosslingual_digits", "model": model_dir, "languages": langs, "pairs": pairs,
+            "tie_rule": "pessimistic (a text scoring the same as the right one ranks above it)",
             "mean_hits1_by_kind": {k: sum(x) / len(x) for k, x in groups.items()},
             "chance": {"hits1": 0.1, "mrr": sum(1 / r for r in range(1, 11)) / 10, "meanR": 5.5}}
 
@@ -84,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default=None)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
+    from audiocl.eval.report import write_json
+
     try:
         res = evaluate(a.model, Path(a.manifests), a.store)
+        write_json(res, a.out)
     except AudioclError as e:
         print(f"eval_crosslingual: error: {e}", file=sys.stderr)
         return 2
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1, ensure_ascii=False))
     print(json.dumps(res["mean_hits1_by_kind"]))
     return 0
 

@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
+from stage_timings import read_timings  # noqa: E402
+
 MODELS = {"en_clip": "English, InfoNCE (clip)", "en_cwcl": "English, CWCL", "ml_clip": "multilingual, InfoNCE"}
 
 
@@ -51,14 +54,7 @@ def _speech_block(ret: dict[str, Any]) -> dict[str, Any] | None:
 
 def write(data: Path, exp: Path, out: Path) -> str:
     stats = _json(data / "corpus" / "corpus_stats.json") or {}
-    timings = []
-    if (exp / "timings.tsv").is_file():
-        latest = {}
-        for line in (exp / "timings.tsv").read_text().splitlines():
-            if line:
-                row = line.split("\t")
-                latest[row[0]] = row
-        timings = [latest[k] for k in sorted(latest, key=int)]
+    timings = read_timings(exp / "timings.tsv")  # each stage's latest row
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -194,12 +190,12 @@ def write(data: Path, exp: Path, out: Path) -> str:
         L.append("| stage | what | seconds | 1-min load average at its end |")
         L.append("|---|---|---|---|")
         total, train_secs = 0, []
-        for n, name, sec, load in timings:
-            L.append(f"| {n} | {name} | {sec} | {load} |")
-            if n in ("3", "4", "5"):
-                train_secs.append(int(sec))
+        for t in timings:
+            L.append(f"| {t.stage} | {t.name} | {t.seconds} | {t.load} |")
+            if t.stage in (3, 4, 5):
+                train_secs.append(t.seconds)
             else:
-                total += int(sec)
+                total += t.seconds
         wall = total + (max(train_secs) if train_secs else 0)
         L.append(f"| | **wall time** (stages 3-5 run side by side: their longest counts) | "
                  f"**{wall}** ({wall / 60:.1f} min) | |")

@@ -10,8 +10,9 @@ other variables, and the prediction is the candidate with the highest score::
     cosine (pairwise): s[i, k] = sum_{m != t} cos(x_m,i, cand_k)
     volume (GRAM):     s[i, k] = -V(cand_k, x_m1,i, x_m2,i, ...)
 
-(``audiocl.losses.similarity``; every tower output is unit-norm, as in
-training). ``accuracy = mean_i [argmax_k s[i, k] == index of the true value]``;
+(the library's score rule, ``audiocl.eval.multiway.candidate_scores``; every
+tower output is unit-norm, as in training). ``--loss NAME`` picks the score
+matching a training loss (``audiocl.eval.multiway.score_for_loss``). ``accuracy = mean_i [argmax_k s[i, k] == index of the true value]``;
 ties go to the first candidate (all-zero bits), so a model whose score ignores
 the query predicts the constant 0 and scores the frequency of 0 (chance).
 Chance is 1 / 2^d_v. The JSON also holds the Bayes-optimal accuracy on the
@@ -49,17 +50,9 @@ def value_index(x: np.ndarray) -> np.ndarray:
 
 def scores(method: str, cand, given: list):
     """[N, C] scores of the N query tuples ``given`` (each [N, d]) against candidates [C, d]."""
-    import torch.nn.functional as F
+    from audiocl.eval.multiway import candidate_scores
 
-    from audiocl.losses.similarity import cosine, mip, neg_volume
-
-    if method == "mip":
-        return mip(given, cand)
-    if method == "cosine":
-        return sum(cosine(g, cand) for g in given)
-    if method == "volume":
-        return neg_volume(F.normalize(cand, dim=-1), [F.normalize(g, dim=-1) for g in given]).T
-    raise ValueError(f"unknown method {method!r} (mip, cosine, volume)")
+    return candidate_scores(method, given, cand)
 
 
 def bayes_xor3(arrays: dict[str, np.ndarray], target: str) -> float | None:
@@ -115,20 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--arrays", type=Path, required=True, help="test .npz (one array per tower)")
     ap.add_argument("--targets", nargs="+", required=True, help="towers to predict, one at a time (the others are the query)")
-    ap.add_argument("--method", choices=("mip", "cosine", "volume"), required=True)
+    how = ap.add_mutually_exclusive_group(required=True)
+    how.add_argument("--method", choices=("mip", "cosine", "volume"))
+    how.add_argument("--loss", help="score as this training loss does (symile: mip, gram: volume, others: cosine)")
     ap.add_argument("--out-dir", type=Path, required=True, help="writes <target>.json here")
     args = ap.parse_args(argv)
     import torch
 
     from audiocl.errors import AudioclError
+    from audiocl.eval.multiway import score_for_loss
     from audiocl.models import load_model
 
     torch.set_num_threads(1)
     try:
+        method = args.method or score_for_loss(args.loss)
         model = load_model(args.model)
         with np.load(args.arrays) as z:
             arrays = {k: z[k] for k in z.files}
-        results = [evaluate(model, args.model, arrays, args.arrays, t, args.method) for t in args.targets]
+        results = [evaluate(model, args.model, arrays, args.arrays, t, method) for t in args.targets]
+        for res in results:
+            res["loss"] = args.loss
     except (AudioclError, ValueError, KeyError, OSError) as err:
         print(f"eval_candidates.py: {err}", file=sys.stderr)
         return 2

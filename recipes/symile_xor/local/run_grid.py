@@ -3,8 +3,9 @@
 
 Each job is ``audiocl train --config conf/<task>/<loss>.yaml`` (data paths,
 seed, epochs and input size given as ``key=value`` overrides), then
-``local/eval_candidates.py`` on the test split with the loss's matching score
-(symile: mip, pairwise: cosine, gram: volume). Jobs run ``--nj`` at a time,
+``local/eval_candidates.py --loss <loss>`` on the test split, scored the way the
+loss scores (``audiocl.eval.multiway.score_for_loss``: symile: mip, pairwise:
+cosine, gram: volume). Jobs run ``--nj`` at a time,
 each on one CPU thread. A job whose ``eval/done.json`` exists is skipped, so an
 interrupted stage resumes; ``--force`` redoes everything. Each job folder gets
 ``train.log`` (the CLI's output) and ``eval/<target>.json``; ``done.json``
@@ -27,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-METHOD = {"symile": "mip", "pairwise": "cosine", "gram": "volume"}
+LOSSES = ("symile", "pairwise", "gram")
 TARGETS = {"xor8": list("abcdefgh"), "xor3": ["a", "b", "c"]}
 
 
@@ -96,7 +97,7 @@ def _run_locked(job: dict, args: argparse.Namespace, python: str, d: Path, done:
         train += [f"model.towers.{t}.encoder.input_dim={args.d_v}" for t in TARGETS["xor3"]]
     train += args.train_args
     ev = [python, "local/eval_candidates.py", "--model", str(d / "train" / "model"), "--arrays",
-          f"{job['data']}/test.npz", "--targets", *TARGETS[args.task], "--method", METHOD[job["loss"]],
+          f"{job['data']}/test.npz", "--targets", *TARGETS[args.task], "--loss", job["loss"],
           "--out-dir", str(d / "eval")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     times = {}
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", choices=("xor8", "xor3"), required=True)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--exp", type=Path, required=True)
-    ap.add_argument("--losses", nargs="+", default=["symile", "pairwise", "gram"], choices=sorted(METHOD))
+    ap.add_argument("--losses", nargs="+", default=["symile", "pairwise", "gram"], choices=sorted(LOSSES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--ps", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
     ap.add_argument("--d-v", type=int, default=1)

@@ -12,13 +12,16 @@ Missing runs are reported as missing, never filled in.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
+from stage_timings import read_timings  # noqa: E402
 
 LOSSES = ("symile", "pairwise", "gram")
 LABEL = {"symile": "Symile (mip)", "pairwise": "pairwise CLIP (cosine)", "gram": "GRAM (volume)"}
@@ -161,14 +164,11 @@ def plot(acc8: dict[str, list[float]], rows: dict[float, dict[str, Any]], d_v: i
 
 
 def timings(exp: Path) -> list[str]:
-    path = exp / "timings.tsv"
-    if not path.is_file():
+    rows = read_timings(exp / "timings.tsv")  # each stage's latest row
+    if not rows:
         return ["(no exp/timings.tsv)"]
     lines = ["| stage | what | wall s | 1-min load average at the end |", "|---|---|---|---|"]
-    with open(path) as f:
-        for row in csv.reader(f, delimiter="\t"):
-            if len(row) == 4:
-                lines.append(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} |")
+    lines += [f"| {t.stage} | {t.name} | {t.seconds} | {t.load} |" for t in rows]
     return lines
 
 

@@ -4,7 +4,8 @@
 For a target modality ``t``, each test tuple's query is its two other
 modalities; the candidates are the ``t`` inputs of ALL test tuples, scored with
 audiocl's multi-way similarity (``audiocl.eval.multiway.multiway_scores``:
-``mip`` for Symile, ``volume`` for GRAM, summed ``cosine`` for pairwise CLIP).
+``mip`` for Symile, ``volume`` for GRAM, summed ``cosine`` for pairwise CLIP;
+``--loss NAME`` picks it with ``audiocl.eval.multiway.score_for_loss``).
 As in Symile-M3 (predict the image's class from audio and text, the candidates
 being all test images), the top candidate counts as right when it has the right
 class, which here means the completed triple is valid: text slot ``lang`` names
@@ -98,20 +99,27 @@ def evaluate(model_dir: str, arrays: dict[str, str], method: str, targets: list[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--method", choices=["mip", "volume", "cosine"], required=True)
+    how = ap.add_mutually_exclusive_group(required=True)
+    how.add_argument("--method", choices=["mip", "volume", "cosine"])
+    how.add_argument("--loss", help="score as this training loss does (symile: mip, gram: volume, others: cosine)")
     ap.add_argument("--arrays", nargs="+", required=True, metavar="NAME=PATH")
     ap.add_argument("--target", action="append", default=None, choices=MODALITIES)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    from audiocl.eval.multiway import score_for_loss
+
     torch.set_num_threads(1)
     try:
+        method = args.method or score_for_loss(args.loss)
         sets = {}
         for a in args.arrays:
             name, sep, path = a.partition("=")
             if not sep:
                 raise AudioclError(f"--arrays {a!r}: expected NAME=PATH")
             sets[name] = path
-        res = evaluate(args.model, sets, args.method, args.target)
+        res = evaluate(args.model, sets, method, args.target)
+        if args.loss:
+            res["loss"] = args.loss
     except AudioclError as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     for name, s in res["sets"].items():
         accs = "  ".join(f"{t} {v['accuracy']:.3f} (chance {v['chance']:.3f})" for t, v in s["targets"].items())
-        print(f"{name} ({args.method}): {accs}")
+        print(f"{name} ({method}): {accs}")
     return 0
 
 

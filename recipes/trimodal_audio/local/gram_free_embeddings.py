@@ -32,6 +32,7 @@ import json
 import torch
 import torch.nn.functional as F
 
+from audiocl.eval.multiway import score_for_loss
 from audiocl.losses import build_loss
 from audiocl.losses.gram import gram_volume
 
@@ -98,7 +99,7 @@ def batch(loss_name: str, d: int, seed: int, steps: int, offset: float, additive
     opt = torch.optim.Adam([S, N, T, ls, W], lr=lr)
     kw = {"negatives": "n", "seed": 0} if loss_name == "symile" else {}
     loss_fn = build_loss(loss_name, modalities=["text", "speech", "note"], **kw)
-    method = {"gram": "volume", "symile": "mip", "pairwise": "cosine"}[loss_name]
+    method = score_for_loss(loss_name)
     out: dict = {"mode": "batch", "loss": loss_name, "dim": d, "seed": seed, "offset": offset, "additive": additive,
                  "lr": lr, "init_logit_scale": init_scale}  # fmt: skip
     for it in range(1, steps + 1):

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
+from stage_timings import read_timings  # noqa: E402
+
 TASKS = ("higher", "control")
 LOSSES = ("symile", "gram", "pairwise")
-METHOD = {"symile": "mip", "gram": "volume", "pairwise": "cosine"}
 LABEL = {"symile": "Symile (MIP)", "gram": "GRAM (volume)", "pairwise": "pairwise CLIP (cosine)"}
 TARGETS = ("note", "speech", "text")
 
@@ -252,7 +254,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
                 v = res["targets"].get(t)
                 if v:
                     cmd = (f"`audiocl eval multiway --model {d}/train/model --arrays data/arrays/{task}_test.npz "
-                           f"--method {METHOD[loss]} --out {d}/eval/multiway_items.json`")  # fmt: skip
+                           f"--loss {loss} --out {d}/eval/multiway_items.json`")  # fmt: skip
                     add(f"| {task} | {LABEL[loss]} | {t} | {100 * v['R@1']:.2f} | {100 * v['R@10']:.2f} | "
                         f"{v['MRR']:.4f} | {cmd if t == 'note' else ''} |")  # fmt: skip
     add("")
@@ -260,23 +262,16 @@ def write(data: Path, exp: Path, out: Path) -> str:
     # ---------------------------------------------------- timings
     add("## Wall time")
     add("")
-    tpath = exp / "timings.tsv"
-    if tpath.is_file():
+    last = read_timings(exp / "timings.tsv")  # each stage's latest row; "total" rows left out
+    if last:
         add(f"Per stage, as `run.sh` logged them (`exp/timings.tsv`; last entry of each stage; 1-minute load "
             f"average when it ended; {platform.machine()}, 2 CPU cores shared with other jobs).")  # fmt: skip
         add("")
         add("| stage | what | seconds | load |")
         add("|---|---|---|---|")
-        last: dict[int, list[str]] = {}
-        for line in tpath.read_text().splitlines():
-            parts = line.split("\t")
-            # "total" lines time one invocation of run.sh, which may have run only some stages
-            if len(parts) == 4 and parts[0].isdigit():
-                last[int(parts[0])] = parts
-        for k in sorted(last):
-            add("| " + " | ".join(last[k]) + " |")
-        if last:
-            add(f"| {min(last)}-{max(last)} | sum of the stages above | {sum(int(v[2]) for v in last.values())} | |")
+        for t in last:
+            add(f"| {t.stage} | {t.name} | {t.seconds} | {t.load} |")
+        add(f"| {last[0].stage}-{last[-1].stage} | sum of the stages above | {sum(t.seconds for t in last)} | |")
     add("")
     text = "\n".join(L) + "\n"
     out.write_text(text)
