@@ -55,6 +55,8 @@ def frontend_to_feature_extractor(fe: Any) -> dict[str, Any]:
         problems.append("needs a power spectrogram in dB with floor 1e-10 and reference 1")
     if fe.top_db is not None:
         problems.append("ClapFeatureExtractor ignores top_db")
+    if (fe.norm_mean, fe.norm_std) != (0.0, 1.0):
+        problems.append("ClapFeatureExtractor applies no feature normalisation (norm_mean/norm_std)")
     if not fe.center or fe.pad_mode != "reflect":
         problems.append("needs centred frames with reflect padding")
     if fe.clip_samples is None or fe.clip_samples % fe.sample_rate:
