@@ -252,7 +252,7 @@ def test_frozen_cached_tower_and_model_folder_with_licenses(tmp_path: Path, monk
         "towers": {
             "audio": {"modality": "audio", "encoder": {"type": "aisfx"}, "frozen": True, "cache": True,
                       "projection": {"type": "linear"}},
-            "text": {"modality": "text", "encoder": {"type": "small_text", "dim": 32, "layers": 1, "heads": 2},
+            "text": {"modality": "text", "encoder": {"type": "hf_text"}, "frozen": True,
                      "projection": {"type": "linear"}},
         },
     }
@@ -263,16 +263,48 @@ def test_frozen_cached_tower_and_model_folder_with_licenses(tmp_path: Path, monk
     a = tw(x, lens, ids=["a", "b"])
     b = tw(x, lens, ids=["a", "b"])
     assert torch.equal(a, b) and tw.cache.hits == 2 and tw.cache.misses == 2
-    assert torch.allclose(tw.encode(x, lens, ["a", "b"]), model.towers["audio"].encoder(x, lens), atol=1e-6)
+    with torch.no_grad():
+        direct = tw.encoder(x, lens)
+    assert torch.allclose(tw.encode(x, lens, ["a", "b"]), direct, atol=1e-6)
 
     out = model.save_pretrained(tmp_path / "m")
     text = (out / "LICENSES.md").read_text()
-    assert "aisfx==0.1.2" in text and "CC BY 4.0" in text and "Alison B. Ma" in text and "`audio`" in text
+    assert "## tower `audio` (encoder `aisfx`)" in text and "aisfx==0.1.2" in text
+    assert "CC BY 4.0" in text and "Alison B. Ma" in text
+    assert "## tower `text` (encoder `hf_text`)" in text and "Apache-2.0" in text and "all-MiniLM-L6-v2" in text
     # the folder is self-contained: loading never looks for the aisfx package
     monkeypatch.setattr(aisfx_mod, "AISFX_PACKAGE", "aisfx_not_installed_here")
     back = MultiTowerModel.from_pretrained(out)
     with torch.no_grad():
-        np.testing.assert_allclose(back.towers["audio"].encoder(x, lens), model.towers["audio"].encoder(x, lens),
-                                   atol=1e-6)
+        np.testing.assert_allclose(back.towers["audio"].encoder(x, lens), direct, atol=1e-6)
     assert back.frontend == get_preset("aisfx")
     assert math.isclose(back.frontend.norm_std, MX)
+    # licences survive load -> save, though the loaded towers did not read the published weights
+    assert back.licenses == model.licenses
+    again = back.save_pretrained(tmp_path / "m2")
+    assert (again / "LICENSES.md").read_text() == text
+
+
+def test_random_init_carries_no_licence_and_hf_export_names_unsupported_towers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audiocl.cli import main
+    from audiocl.interop.hf import model_to_hf
+    from audiocl.models import MultiTowerModel
+
+    cfg = {
+        "embed_dim": 16,
+        "towers": {
+            "audio": {"modality": "audio", "encoder": {"type": "aisfx", "pretrained": False}},
+            "text": {"modality": "text", "encoder": {"type": "small_text", "d_model": 16, "layers": 1, "heads": 2}},
+        },
+    }
+    model = MultiTowerModel(cfg, frontend=get_preset("aisfx"))
+    assert model.licenses == {}
+    out = model.save_pretrained(tmp_path / "m")
+    assert not (out / "LICENSES.md").exists()
+    with pytest.raises(AudioclError, match=r"unsupported tower\(s\): 'audio' \(audio, aisfx\), 'text' \(text, small_text\)"):
+        model_to_hf(model, tmp_path / "hf")
+    assert main(["convert", "hf", "--model", str(out), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "htsat" in err[0] and "'audio' (audio, aisfx)" in err[0]

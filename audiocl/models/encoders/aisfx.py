@@ -142,9 +142,6 @@ def block_starts(length: int, block: int, hop: int) -> list[int]:
 class AisfxEncoder(nn.Module):
     """aiSFX's EmbeddingNet over 100-frame blocks, max over blocks; see the module docstring."""
 
-    #: Licence and attribution of the pretrained weights (written to LICENSES.md on save).
-    license_info = LICENSE_INFO
-
     class Params(EncoderParams):
         pretrained: bool = Field(default=True, description="load the aisfx wheel's weights")
         checkpoint: str | None = Field(default=None, description="checkpoint.pth; None = the installed aisfx")
@@ -163,6 +160,9 @@ class AisfxEncoder(nn.Module):
         self.conv_block4 = _ConvBlock(c[3], c[4], 1)
         self.output_dim = CHANNELS[-1]
         self.weights_source: str | None = None
+        # licence of the pretrained weights, passed on to saved model folders (LICENSES.md);
+        # None for a randomly initialised net
+        self.license_info: dict[str, str] | None = None
         if p.pretrained:
             path = Path(p.checkpoint) if p.checkpoint is not None else aisfx_checkpoint_path()
             sd = load_aisfx_state_dict(path)
@@ -173,6 +173,7 @@ class AisfxEncoder(nn.Module):
                     f"unexpected {sorted(unexpected)[:3]}"
                 )
             self.weights_source = str(path)
+            self.license_info = dict(LICENSE_INFO)
 
     @classmethod
     def for_loading(cls, params: Params, base_dir: Path | None = None) -> Params:
