@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -250,7 +249,6 @@ def extract_tower_features(
         "wall_seconds": round(time.perf_counter() - t0, 3),
         "cpu_ms_per_clip": round(1000 * sum(c for _, _, c in results) / done, 2) if done else 0.0,
     }
-    print(f"tower features: {key} for {len(store)} items in {d / TOWERS_DIR / key}", file=sys.stderr)
     return summary
 
 
