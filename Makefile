@@ -7,6 +7,8 @@ PY      := $(VENV)/bin/python
 # CPU wheel by default so pip never resolves the multi-GB CUDA build.
 # GPU users: make install TORCH_SPEC="torch"  (or install their CUDA torch first)
 TORCH_SPEC ?= torch==2.13.0
+# Pretrained audio weights installed with --no-deps (see the install rule).
+AISFX_SPEC ?= aisfx==0.1.2
 PYTEST_ARGS ?=
 # Debian packages the tests use (real sounds for the clap_sfx recipe tests,
 # espeak-ng and flite speech and word lists for the clasp_speech and trimodal_audio
@@ -17,10 +19,14 @@ APT_TEST_PKGS := fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxy
 
 .PHONY: install apt-test-deps test lint demo clean-venv
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[test]'
+	# aisfx ships the pretrained sound-effects CNN weights (CC BY 4.0) the `aisfx`
+	# encoder reads; it pins numpy 1.23 / librosa 0.9, so it is installed without
+	# its dependencies and never imported (audiocl only reads its checkpoint file).
+	$(PY) -m pip install -q --no-deps $(AISFX_SPEC)
 	@touch $@
 
 install: $(VENV)/.installed

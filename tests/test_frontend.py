@@ -210,7 +210,7 @@ def test_gpu_matches_cpu() -> None:
 
 # ------------------------------------------------------------------ config
 def test_presets_and_roundtrip() -> None:
-    assert set(PRESETS) == {"laion_clap", "laion_clap_fusion", "speech16k"}
+    assert set(PRESETS) == {"laion_clap", "laion_clap_fusion", "speech16k", "aisfx"}
     lc = get_preset("laion_clap")
     assert (lc.sample_rate, lc.n_fft, lc.win_length, lc.hop_length, lc.n_mels) == (48000, 1024, 1024, 480, 64)
     assert (lc.f_min, lc.f_max, lc.mel_scale, lc.mel_norm, lc.top_db) == (50.0, 14000.0, "slaney", "slaney", None)
@@ -243,6 +243,8 @@ def test_unknown_keys_presets_and_bad_values() -> None:
         {"hop_length": 1.5},
         {"center": "yes"},
         {"top_db": -3.0},
+        {"norm_std": 0.0},
+        {"mel_norm": "unit_max"},
     ]
     for over in bad:
         with pytest.raises(AudioclError):
@@ -280,6 +282,8 @@ def test_hash_changes_with_every_parameter(monkeypatch) -> None:
         "clip_samples": 240000,
         "length_policy": "pad+trunc",
         "fusion": True,
+        "norm_mean": -40.0,
+        "norm_std": 40.0,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(FrontendConfig)}
     hashes = {base.hash()}

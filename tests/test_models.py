@@ -231,7 +231,10 @@ def test_save_load_round_trip_cnn_minilm(clap, tmp_path):
         clap({"audio": torch.randn(4, 100, 64) * 3 + 1})
     out = clap.save_pretrained(tmp_path / "m")
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["config.json", "frontend.json", "model.safetensors", "prompts.json", "towers"]
+    # LICENSES.md / licenses.json: the text tower starts from all-MiniLM-L6-v2 (Apache-2.0)
+    assert names == ["LICENSES.md", "config.json", "frontend.json", "licenses.json", "model.safetensors",
+                     "prompts.json", "towers"]
+    assert json.loads((out / "licenses.json").read_text())["towers"]["text"]["license"] == "Apache-2.0"
     saved_cfg = json.loads((out / "config.json").read_text())
     # the text tower points inside the folder: the folder is self-contained
     assert saved_cfg["towers"]["text"]["encoder"]["path"] == "towers/text"

@@ -13,7 +13,9 @@ made any other way.
     M[b,t,m] = sum_f S[b,t,f] * mel[f,m]
     out      = (20 / power) * log10(max(M, amin) / ref)      (log="db")
              = ln(max(M, amin) / ref)                         (log="log")
+             = log10(M / ref + 1)                             (log="log10p1")
     optionally clipped below at max_b(out) - top_db (per clip)
+    out      = (out - norm_mean) / norm_std                   (identity by default)
 
 With the ``laion_clap`` preset this equals Hugging Face
 ``ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad",
@@ -55,11 +57,16 @@ class FrontendConfig:
         n_fft is zero-padded on both sides (centred), as torch.stft and librosa do.
     window: "hann" (periodic) or "hamming" (periodic).
     n_mels, f_min, f_max (None = sample_rate / 2): mel filterbank.
-    mel_scale: "slaney" (librosa default) or "htk"; mel_norm: "slaney" (area) or None.
+    mel_scale: "slaney" (librosa default) or "htk"; mel_norm: "slaney" (area),
+        "unit_sum" (each filter's weights sum to 1, Essentia's MelBands) or None.
     power: 2.0 power spectrogram, 1.0 magnitude.
     center / pad_mode: pad n_fft // 2 each side with "reflect" or "constant" (zeros).
-    log: "db" -> (20/power)*log10(max(M, amin)/ref); "log" -> ln(max(M, amin)).
+    log: "db" -> (20/power)*log10(max(M, amin)/ref); "log" -> ln(max(M, amin));
+        "log10p1" -> log10(M/ref + 1) (Essentia's shift_scale_log with ref = 1/scale).
     amin, ref, top_db: floor, reference and optional dynamic-range clip (per clip).
+    norm_mean, norm_std: fixed feature normalisation (out - norm_mean) / norm_std.
+        Added after format 1: left out of ``to_dict`` (and so of the hash) at
+        their defaults 0 and 1, so every earlier configuration keeps its hash.
     clip_samples: target waveform length when batching (None = keep full length).
     length_policy: "<pad>+<trunc>", e.g. "repeatpad+rand_trunc" (see audiocl.audio.length).
     fusion: LAION-style 4-view fusion of clips longer than clip_samples.
@@ -85,6 +92,8 @@ class FrontendConfig:
     clip_samples: int | None = 480000
     length_policy: str = "repeatpad+rand_trunc"
     fusion: bool = False
+    norm_mean: float = 0.0
+    norm_std: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -108,14 +117,16 @@ class FrontendConfig:
             raise bad(f"need 0 <= f_min < f_max <= sample_rate/2 ({nyquist}), got {self.f_min}, {fmax}")
         if self.mel_scale not in ("slaney", "htk"):
             raise bad(f"mel_scale must be 'slaney' or 'htk', got {self.mel_scale!r}")
-        if self.mel_norm not in ("slaney", None):
-            raise bad(f"mel_norm must be 'slaney' or null, got {self.mel_norm!r}")
+        if self.mel_norm not in ("slaney", "unit_sum", None):
+            raise bad(f"mel_norm must be 'slaney', 'unit_sum' or null, got {self.mel_norm!r}")
         if self.power not in (1.0, 2.0):
             raise bad(f"power must be 1.0 or 2.0, got {self.power}")
         if self.pad_mode not in ("reflect", "constant"):
             raise bad(f"pad_mode must be 'reflect' or 'constant', got {self.pad_mode!r}")
-        if self.log not in ("db", "log"):
-            raise bad(f"log must be 'db' or 'log', got {self.log!r}")
+        if self.log not in ("db", "log", "log10p1"):
+            raise bad(f"log must be 'db', 'log' or 'log10p1', got {self.log!r}")
+        if not self.norm_std > 0:
+            raise bad(f"norm_std must be > 0, got {self.norm_std}")
         if not (self.amin > 0 and self.ref > 0):
             raise bad("amin and ref must be > 0")
         if self.top_db is not None and not self.top_db > 0:
@@ -138,8 +149,17 @@ class FrontendConfig:
 
     # -- serialisation -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The parameters only, JSON-ready (``from_dict(to_dict())`` round-trips)."""
-        return dataclasses.asdict(self)
+        """The parameters only, JSON-ready (``from_dict(to_dict())`` round-trips).
+
+        Fields added after format 1 (:data:`_OMIT_AT_DEFAULT`) are left out while
+        they hold their default, so configurations that do not use them keep the
+        parameters, ``features.json`` and hash they always had.
+        """
+        d = dataclasses.asdict(self)
+        for name, default in _OMIT_AT_DEFAULT.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FrontendConfig:
@@ -192,8 +212,11 @@ class FrontendConfig:
         return FrontendConfig.from_dict({**self.to_dict(), **overrides})
 
 
+#: Fields added after format 1, with the default at which they are left out of the hash.
+_OMIT_AT_DEFAULT: dict[str, float] = {"norm_mean": 0.0, "norm_std": 1.0}
+
 _INT = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels")
-_FLOAT = ("f_min", "power", "amin", "ref")
+_FLOAT = ("f_min", "power", "amin", "ref", "norm_mean", "norm_std")
 _OPT_FLOAT = ("f_max", "top_db")
 
 
@@ -284,6 +307,32 @@ PRESETS: dict[str, FrontendConfig] = {
         clip_samples=160000,
         length_policy="pad+trunc",
     ),
+    # aiSFX (Ma & Lerch, ISMIR 2022; the `aisfx` encoder), their Essentia path:
+    # 44.1 kHz mono, 2048-sample periodic Hann frames centred with zero padding,
+    # hop 1024, power, 96 HTK mel bands 0-22050 Hz each summing to 1,
+    # log10(1e4 M + 1) / 9.457798957824707 (their min-max constant over their
+    # training spectrograms), time-major. Whole clips (no target length): the
+    # encoder cuts 100-frame blocks itself; batches zero-pad (= silence here).
+    "aisfx": FrontendConfig(
+        sample_rate=44100,
+        n_fft=2048,
+        win_length=2048,
+        hop_length=1024,
+        window="hann",
+        n_mels=96,
+        f_min=0.0,
+        f_max=22050.0,
+        mel_scale="htk",
+        mel_norm="unit_sum",
+        power=2.0,
+        center=True,
+        pad_mode="constant",
+        log="log10p1",
+        ref=1e-4,
+        norm_std=9.457798957824707,
+        clip_samples=None,
+        length_policy="pad+trunc",
+    ),
 }
 
 
@@ -309,12 +358,22 @@ def log_floor(cfg: FrontendConfig) -> float:
     """The value ``LogMel`` gives digital silence (pad mels with it): -100.0 for laion_clap."""
     if cfg.log == "db":
         scale = 10.0 * 2.0 / cfg.power
-        return scale * math.log10(cfg.amin) - scale * math.log10(cfg.ref)
-    return math.log(cfg.amin) - math.log(cfg.ref)
+        value = scale * math.log10(cfg.amin) - scale * math.log10(cfg.ref)
+    elif cfg.log == "log10p1":
+        value = 0.0  # log10(0 / ref + 1)
+    else:
+        value = math.log(cfg.amin) - math.log(cfg.ref)
+    if (cfg.norm_mean, cfg.norm_std) == (0.0, 1.0):
+        return value
+    return (value - cfg.norm_mean) / cfg.norm_std
 
 
 def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
-    """``[n_fft // 2 + 1, n_mels]`` float64 filterbank (librosa, computed in float64)."""
+    """``[n_fft // 2 + 1, n_mels]`` float64 filterbank (librosa, computed in float64).
+
+    ``mel_norm="unit_sum"``: librosa's unnormalised triangles, each divided by the
+    sum of its weights (Essentia ``MelBands(normalize="unit_sum")``).
+    """
     import librosa
 
     fb = librosa.filters.mel(
@@ -324,9 +383,17 @@ def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
         fmin=cfg.f_min,
         fmax=cfg.f_max_hz,
         htk=cfg.mel_scale == "htk",
-        norm=cfg.mel_norm,
+        norm=None if cfg.mel_norm == "unit_sum" else cfg.mel_norm,
         dtype=np.float64,
     )
+    if cfg.mel_norm == "unit_sum":
+        sums = fb.sum(axis=1, keepdims=True)
+        if not (sums > 0).all():
+            raise AudioclError(
+                f"front-end config: {int((sums <= 0).sum())} of {cfg.n_mels} mel bands hold no FFT bin; "
+                "unit_sum needs fewer n_mels or a larger n_fft"
+            )
+        fb = fb / sums
     return np.ascontiguousarray(fb.T)
 
 
@@ -388,6 +455,8 @@ class LogMel(torch.nn.Module):
         if cfg.log == "db":
             self.log_scale = 10.0 * 2.0 / cfg.power
             self.log_offset = self.log_scale * math.log10(cfg.ref)
+        elif cfg.log == "log10p1":
+            self.log_scale, self.log_offset = 1.0, 0.0
         else:
             self.log_scale, self.log_offset = 1.0, math.log(cfg.ref)
 
@@ -484,16 +553,22 @@ class LogMel(torch.nn.Module):
             )
         else:
             m = self._mel_frames(raw)
-        out = m.clamp_min_(self.cfg.amin)
-        if self.cfg.log == "db":
-            out = out.log10_().mul_(self.log_scale)
+        if self.cfg.log == "log10p1":
+            # log1p keeps the precision of quiet bands, where M / ref << 1
+            out = m.div_(self.cfg.ref).log1p_().div_(math.log(10.0))
         else:
-            out = out.log_()
-        if self.log_offset:
-            out = out.sub_(self.log_offset)
+            out = m.clamp_min_(self.cfg.amin)
+            if self.cfg.log == "db":
+                out = out.log10_().mul_(self.log_scale)
+            else:
+                out = out.log_()
+            if self.log_offset:
+                out = out.sub_(self.log_offset)
         if self.cfg.top_db is not None:
             peak = out.amax(dim=(-2, -1), keepdim=True)
             out = torch.maximum(out, peak - self.cfg.top_db)
+        if self.cfg.norm_mean != 0.0 or self.cfg.norm_std != 1.0:
+            out = out.sub_(self.cfg.norm_mean).div_(self.cfg.norm_std)
         return out
 
 

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="RoBERTa attention heads (not visible in tensor shapes; default hidden/64)")
     p.add_argument("--spec-size", type=int, default=256, help="HTSAT spectrogram size (LAION: 256)")
 
-    p = sub.add_parser("hf", help="audiocl model folder -> Hugging Face ClapModel folder")
+    p = sub.add_parser("hf", help="audiocl model folder -> Hugging Face ClapModel folder "
+                                  "(towers: audio htsat + text hf_text RoBERTa only)")
     p.add_argument("--model", required=True, help="audiocl model folder")
     p.add_argument("--out", required=True, help="HF folder to write (ClapModel + feature extractor + tokenizer)")
     p.add_argument("--tokenizer", default=None, help="local tokenizer folder to save instead of the model's own")

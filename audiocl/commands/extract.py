@@ -1,4 +1,5 @@
-"""``audiocl extract``: manifest -> sharded feature store, with a pool of Ray actors."""
+"""``audiocl extract``: manifest -> sharded feature store, with a pool of Ray actors
+(optionally followed by frozen towers' outputs, :mod:`audiocl.data.tower_features`)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds; shorter items fail with reason too_short")
     parser.add_argument("--max-duration", type=float, default=None,
                         help="seconds; longer items fail with reason too_long")
+    parser.add_argument("--frozen-tower", dest="frozen_towers", action="append", default=[], metavar="TOWER",
+                        help="also write this frozen tower's encoder output per clip into the store, "
+                             "computed once (training then skips the encoder); needs --model-config")
+    parser.add_argument("--model-config", default=None,
+                        help="model config (YAML/JSON) holding the --frozen-tower towers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -56,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from audiocl.audio.frontend import get_preset
     from audiocl.data.extract import extract, format_summary
 
+    if args.frozen_towers and not args.model_config:
+        raise AudioclError("--frozen-tower needs --model-config (the model config holding that tower)")
     cfg = get_preset(args.preset, **parse_overrides(args.overrides))
     kinds = ("waveform",) if args.waveform_only else (
         ("logmel", "waveform") if args.store_waveform else ("logmel",))
@@ -66,5 +74,16 @@ def run(args: argparse.Namespace) -> int:
         min_duration=args.min_duration, max_duration=args.max_duration,
         progress=not args.no_progress,
     )
+    if args.frozen_towers:
+        from audiocl.data.tower_features import extract_tower_features
+
+        summary["towers"] = [
+            extract_tower_features(args.out, args.model_config, t, workers=args.workers, address=args.address)
+            for t in args.frozen_towers
+        ]
     print(json.dumps(summary) if args.json else format_summary(summary))
+    if args.frozen_towers and not args.json:
+        for t in summary["towers"]:
+            print(f"tower {t['tower']}: {t['key']}, {t['computed_this_run']} clips "
+                  f"({t['cpu_ms_per_clip']:.1f} ms CPU each) in {t['wall_seconds']:.1f} s")
     return 0

@@ -44,6 +44,10 @@ _ROBERTA_FIELDS = (
 )
 
 
+#: The tower encoder types ``audiocl convert hf`` can export, by modality.
+EXPORTABLE_TOWERS = {"audio": "htsat", "text": "hf_text"}
+
+
 # --------------------------------------------------------------------------- front-end
 def frontend_to_feature_extractor(fe: Any) -> dict[str, Any]:
     """``ClapFeatureExtractor`` keyword arguments computing the same log-mel as ``fe``."""
@@ -55,6 +59,8 @@ def frontend_to_feature_extractor(fe: Any) -> dict[str, Any]:
         problems.append("needs a power spectrogram in dB with floor 1e-10 and reference 1")
     if fe.top_db is not None:
         problems.append("ClapFeatureExtractor ignores top_db")
+    if (fe.norm_mean, fe.norm_std) != (0.0, 1.0):
+        problems.append("ClapFeatureExtractor applies no feature normalisation (norm_mean/norm_std)")
     if not fe.center or fe.pad_mode != "reflect":
         problems.append("needs centred frames with reflect padding")
     if fe.clip_samples is None or fe.clip_samples % fe.sample_rate:
@@ -118,6 +124,16 @@ def _clap_towers(model: Any) -> tuple[str, str]:
     from audiocl.models.encoders.hf_text import HFTextEncoder
     from audiocl.models.encoders.htsat import HTSATEncoder
 
+    unsupported = [
+        f"'{n}' ({t.modality}, {t.cfg.encoder.type})"
+        for n, t in model.towers.items()
+        if EXPORTABLE_TOWERS.get(t.modality) != t.cfg.encoder.type
+    ]
+    if unsupported:
+        raise AudioclError(
+            "ClapModel export takes an audio tower of type htsat and a text tower of type hf_text "
+            f"(RoBERTa); unsupported tower(s): {', '.join(unsupported)}"
+        )
     audio = [n for n, t in model.towers.items() if t.modality == "audio"]
     text = [n for n, t in model.towers.items() if t.modality == "text"]
     if len(model.towers) != 2 or len(audio) != 1 or len(text) != 1:
@@ -246,6 +262,10 @@ def model_to_hf(model: Any, out: str | os.PathLike, *, tokenizer: str | os.PathL
         tok.model_max_length = int(model.towers[t].encoder.max_length)
         tok.save_pretrained(str(outp))
     (outp / "audiocl_prompts.json").write_text(json.dumps(list(model.prompts), indent=2) + "\n")
+    from audiocl.models.licenses import write_licenses
+
+    # the exported weights derive from the same published ones: their licences go along
+    write_licenses(outp, dict(getattr(model, "licenses", {})))
     report = {
         "direction": "audiocl->hf",
         "out": str(outp),

@@ -15,9 +15,11 @@ optional cache keys for a frozen, cached tower.
 A saved model folder holds ``config.json`` (the :class:`ModelConfig`),
 ``model.safetensors`` (all weights, shared tensors deduplicated),
 ``frontend.json`` (the audio FrontendConfig, when set), ``prompts.json``
-(default zero-shot templates) and ``towers/<name>/`` with the tokenizer and
-HF config of pretrained towers, so the folder is self-contained. Loading never
-unpickles anything.
+(default zero-shot templates), ``towers/<name>/`` with the tokenizer and
+HF config of pretrained towers, so the folder is self-contained, and, when a
+tower started from published weights, ``LICENSES.md`` / ``licenses.json`` with
+their source, licence and attribution (:mod:`audiocl.models.licenses`).
+Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.models.config import ModelConfig, load_model_config
+from audiocl.models.licenses import encoder_license, read_licenses, write_licenses
 from audiocl.models.towers import Tower
 
 DEFAULT_PROMPTS = ["This is a sound of {}."]
@@ -95,6 +98,13 @@ class MultiTowerModel(nn.Module):
             self.logit_bias = None
         self.frontend = frontend
         self.prompts = list(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
+        #: {tower: {encoder, source, license, attribution}} of towers built from
+        #: published weights; written to LICENSES.md by save_pretrained
+        self.licenses: dict[str, dict[str, str]] = {}
+        for name, tower in self.towers.items():
+            entry = encoder_license(tower.encoder, tower.cfg.encoder.type)
+            if entry is not None:
+                self.licenses[name] = entry
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -204,6 +214,7 @@ class MultiTowerModel(nn.Module):
             if fe is not None:
                 (tmp / "frontend.json").write_text(json.dumps(fe, indent=2, sort_keys=True) + "\n")
             (tmp / "prompts.json").write_text(json.dumps(self.prompts, indent=2, ensure_ascii=False) + "\n")
+            write_licenses(tmp, {n: e for n, e in self.licenses.items() if n in self.towers})
             if out.exists():
                 old = out.with_name(f".{out.name}.old")
                 if old.exists():
@@ -238,6 +249,8 @@ class MultiTowerModel(nn.Module):
         pr_path = d / "prompts.json"
         prompts = json.loads(pr_path.read_text()) if pr_path.is_file() else None
         model = cls(cfg, frontend=frontend, prompts=prompts, _for_loading=True, _base_dir=d)
+        # towers are built without their published weights here: the licences come from the folder
+        model.licenses = {n: e for n, e in read_licenses(d).items() if n in model.towers}
         try:
             missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
         except RuntimeError as e:  # shape mismatches: the folder's files disagree

@@ -73,6 +73,16 @@ class FrozenEmbeddingCache:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._store
 
+    def preload(self, keys: Sequence[Hashable], rows: Tensor) -> None:
+        """Store precomputed encoder outputs ``rows: Tensor[len(keys), d]`` (e.g. a
+        frozen tower's features extracted into a store), up to ``max_items``."""
+        if len(keys) != rows.shape[0]:
+            raise AudioclError(f"cache preload got {len(keys)} keys for {rows.shape[0]} rows")
+        for k, row in zip(keys, rows.detach().float().cpu()):
+            if self.max_items is not None and len(self._store) >= self.max_items:
+                break
+            self._store[k] = row
+
     def clear(self) -> None:
         self._store.clear()
         self.hits = self.misses = 0

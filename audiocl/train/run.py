@@ -166,7 +166,31 @@ def build_components(cfg: TrainingConfig) -> Components:
     val_data = None
     if cfg.data.val_manifest or cfg.data.val_store:
         val_data = _data(cfg, cfg.data.val_store or cfg.data.store, cfg.data.val_manifest, keys, val=True)
+    for store in dict.fromkeys(s for s in (cfg.data.store, cfg.data.val_store) if s):
+        _prime_frozen_towers(model, store, cfg.data.length_policy)
     return Components(model, build_loss_from_config(cfg), train_data, val_data, frontend)
+
+
+def _prime_frozen_towers(model: nn.Module, store: str, policy: str) -> None:
+    """Frozen, cached audio towers take their outputs from the store's tower features
+    (``audiocl.data.tower_features``) when it holds them for the same weights."""
+    import sys
+
+    from audiocl.data.tower_features import prime_tower_cache, store_tower_keys
+
+    if not store_tower_keys(store):
+        return
+    for name, tower in model.towers.items():
+        if tower.cache is None or tower.modality not in ("audio", "speech"):
+            continue
+        try:
+            n = prime_tower_cache(tower, store)
+        except AudioclError as err:
+            print(f"train: towers.{name}: the store's tower features are not used: {err}", file=sys.stderr)
+            continue
+        note = "" if "rand" not in policy else (
+            f"; unused under the random length policy {policy!r} (batches carry no ids)")
+        print(f"train: towers.{name}: {n} whole-clip encoder outputs from {store}{note}", file=sys.stderr)
 
 
 def _build_array_components(cfg: TrainingConfig) -> Components:

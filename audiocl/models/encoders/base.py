@@ -16,7 +16,6 @@ returns params that build the architecture without loading pretrained weights
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +52,12 @@ def register_encoder(name: str, cls: type[nn.Module] | None = None) -> Any:
 
 
 def encoder_names() -> list[str]:
-    _ensure_builtin()
+    """Registered encoder types, sorted."""
     return sorted(_REGISTRY)
 
 
 def get_encoder_class(name: str) -> type[nn.Module]:
-    _ensure_builtin()
+    """The class registered as ``name``; AudioclError naming the known types otherwise."""
     if name not in _REGISTRY:
         raise AudioclError(f"unknown encoder type '{name}'; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -96,25 +95,3 @@ def build_encoder(
         params = cls.for_loading(params, base_dir)
     return cls(params)
 
-
-_LOADED = False
-
-
-def _ensure_builtin() -> None:
-    # Built-in encoders register themselves on import; importing lazily keeps
-    # `import audiocl.models` cheap and avoids import cycles.
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from audiocl.models.encoders import (  # noqa: F401
-        cnn,
-        hf_text,
-        htsat,
-        small_text,
-        speech,
-        vector,
-    )
-
-
-BuildFn = Callable[[EncoderConfig], nn.Module]
