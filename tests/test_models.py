@@ -158,7 +158,9 @@ def test_frozen_cache_reuses_and_matches_uncached(clap):
     torch.testing.assert_close(again, first[[1, 0]], rtol=0, atol=0)
     with torch.no_grad():
         direct = tower.encoder(texts)
-    torch.testing.assert_close(first, direct, rtol=0, atol=1e-6)
+    # the cache encodes the 2 unique texts as one batch, `direct` all 3: other batch
+    # shapes reorder float32 sums, which moves values by ~1e-6 (seen at 1.01e-6)
+    torch.testing.assert_close(first, direct, rtol=0, atol=1e-5)
     # loading weights (e.g. resuming) invalidates the cache
     clap.load_state_dict(clap.state_dict())
     assert len(tower.cache) == 0
