@@ -351,7 +351,7 @@ def load_checkpoint(path: str | Path, *, rank: int = 0) -> dict[str, Any]:
                 f"{f}: cannot be loaded (it holds objects other than tensors and plain containers; "
                 "torch.load(weights_only=True) refused them and audiocl never unpickles code)"
             ) from None
-        except (OSError, RuntimeError, EOFError, ValueError, SafetensorError, pickle.UnpicklingError,
+        except (OSError, RuntimeError, EOFError, ValueError, SafetensorError,
                 zipfile.BadZipFile) as err:  # fmt: skip
             msg = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
             raise AudioclError(f"{f}: cannot be loaded ({msg[:200]})") from None
