@@ -360,10 +360,14 @@ def test_leftovers_of_a_killed_writer_are_cleaned_by_the_next_run(tmp_path, stor
     (tmp / "model.safetensors").write_bytes(b"half")
     mine = out / "checkpoints" / f".tmp-step_00000009-{os.getpid()}"  # a live writer's: kept
     mine.mkdir()
+    # and a log row torn short by the kill (its step still parses)
+    with open(out / "train_log.csv", "a") as f:
+        f.write("1")
     rc, err, _ = _train(capsys, "--config", str(cfg), "--resume", "train.max_steps=3")
     assert rc == 0, err
     assert not tmp.exists() and mine.exists()
     assert _steps(out) == [2, 3]
+    assert [row[0] for row in _curve(out)] == ["1", "2", "3"]
     shutil.rmtree(mine)
 
 

@@ -116,6 +116,16 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _row_step(row: dict[str, Any]) -> int | None:
+    """A log row's step, or None for a row torn short (DictReader fills missing fields with None)."""
+    if any(v is None for v in row.values()) or None in row:
+        return None
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
@@ -388,7 +398,8 @@ class Trainer:
                 # drop rows logged after the checkpoint we resumed from
                 with open(path, newline="") as f:
                     rows = list(csv.DictReader(f))
-                keep = [r for r in rows if int(r["step"]) <= self.step]
+                # a row torn by a kill or a full disk (no valid step) goes with the later ones
+                keep = [r for r in rows if _row_step(r) is not None and _row_step(r) <= self.step]
                 if path == self.val_path and keep and int(keep[-1]["step"]) == self.step:
                     self.last_val_step = self.step
                 fields = list(rows[0].keys()) if rows else None
