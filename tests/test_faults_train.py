@@ -393,3 +393,19 @@ def test_relative_config_paths_with_two_ray_workers_from_another_folder(tmp_path
     assert (out / "model" / "model.safetensors").is_file()
     assert _steps(out) == [2]
     assert list(elsewhere.iterdir()) == []  # nothing written relative to the working directory
+
+
+def test_ray_data_mistakes_are_one_line_before_ray_starts(tmp_path, store, capsys):
+    """With --workers 2 the driver makes the workers' data checks first: one
+    line, not the worker's error inside dozens of lines of Ray log."""
+    store_dir, manifest = store
+    item = json.loads(manifest.read_text().splitlines()[0])
+    item["id"] = "ghost_1"
+    bigger = tmp_path / "bigger.jsonl"
+    bigger.write_text(manifest.read_text() + json.dumps(item) + "\n")
+    out = tmp_path / "run"
+    cfg = _config(tmp_path, store, out, data={"manifest": str(bigger)})
+    rc, err, _ = _train(capsys, "--config", str(cfg), "--workers", "2")
+    msg = _one_error(err)
+    assert rc == 2 and len(err) == 1 and "ghost_1" in msg and str(bigger) in msg
+    assert not out.exists()  # Ray never started (it would have made out/ray)

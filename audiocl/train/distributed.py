@@ -109,10 +109,28 @@ def preflight(cfg: TrainingConfig) -> None:
         FeatureStore(cfg.data.store)
         if cfg.data.val_store:
             FeatureStore(cfg.data.val_store)
-        for field in ("manifest", "val_manifest"):
+        from audiocl.data.loader import FeatureDataset
+        from audiocl.train.run import check_missing
+
+        # the data checks a worker would make, here: a worker's error arrives
+        # wrapped in dozens of lines of Ray log before the one that matters
+        pairs = (("manifest", cfg.data.store), ("val_manifest", cfg.data.val_store or cfg.data.store))
+        for field, store in pairs:
             value = getattr(cfg.data, field)
-            if value and not Path(value).is_file():
+            if not value:
+                continue
+            if not Path(value).is_file():
                 raise AudioclError(f"data.{field} {value}: manifest file not found")
+            ds = FeatureDataset(store, value)
+            if len(ds) == 0:
+                raise AudioclError(f"no items in store {store} joined with {value}")
+            if ds.missing:
+                check_missing(ds.missing, ds.store.errors(), value, str(store), cfg.data.on_missing, f"data.{field}")
+    if cfg.data.batch_size < 2:
+        raise AudioclError(
+            f"data.batch_size={cfg.data.batch_size} holds 1 item: contrastive losses need at least 2 items "
+            "per batch (the other items are the negatives)"
+        )
     build_loss_from_config(cfg)
 
 
