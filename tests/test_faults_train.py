@@ -149,6 +149,10 @@ def test_output_dir_that_is_a_file(tmp_path, store, capsys):
     msg = _one_error(err)
     assert rc == 2 and str(out) in msg and "is a file" in msg
     assert _hashes(out) == before
+    rc, err, _ = _train(capsys, "--config", str(_config(tmp_path, store, out / "sub")))
+    msg = _one_error(err)
+    assert rc == 2 and f"{out} is a file" in msg
+    assert _hashes(out) == before
 
 
 # ------------------------------------------------------------------------- resume

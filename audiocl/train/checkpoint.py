@@ -450,6 +450,11 @@ def prepare_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise AudioclError(f"train.output_dir {out} is a file, not a folder")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise AudioclError(f"train.output_dir {out}: {parent} is a file, not a folder")
+            break
     if resume and overwrite:
         raise AudioclError("--resume and --overwrite exclude each other")
     if not out.is_dir():
