@@ -17,7 +17,10 @@ trap 'rm -rf "$work"' EXIT
 mkdir "$work/src"
 cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/audiocl" "$work/src/"
 find "$work/src/audiocl" -name __pycache__ -prune -exec rm -rf {} +
-"$py" -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" "$work/src" >/dev/null
+# the venv's setuptools when it has one (offline); else pip's isolated build (Python >= 3.12 venvs)
+isolation=""
+"$py" -c 'import setuptools' 2>/dev/null && isolation="--no-build-isolation"
+"$py" -m pip wheel -q --no-deps $isolation -w "$work/dist" "$work/src" >/dev/null
 wheel="$(ls "$work"/dist/audiocl-*.whl)"
 "$py" -m venv "$work/venv"   # its pip comes from ensurepip (bundled, offline)
 site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
