@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 APT_TEST_PKGS := fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds \
                  sound-theme-freedesktop tuxpaint-data espeak-ng flite wamerican wngerman wfrench wspanish
 
-.PHONY: install apt-test-deps test lint demo clean-venv
+.PHONY: install apt-test-deps test wheel-smoke lint demo clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -40,8 +40,13 @@ apt-test-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "not root: tests that need $$missing will be skipped (sudo apt-get install $$missing)"; fi
 
-test: install apt-test-deps
+test: install apt-test-deps wheel-smoke
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Builds the wheel and runs `audiocl --help` and `audiocl info` from a fresh
+# venv with a non-editable install (an editable one hides missing imports).
+wheel-smoke: install
+	bash .ci/wheel_smoke.sh $(abspath $(PY))
 
 # The main job: builds a sound-effects audio-text corpus from Debian packages,
 # extracts features with Ray, trains a small CLAP on CPU, evaluates it and

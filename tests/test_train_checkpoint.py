@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from audiocl.errors import AudioclError
 from audiocl.train.checkpoint import (
     capture_rng,
     find_latest,
@@ -51,7 +53,7 @@ def test_pruning_keeps_newest(tmp_path):
     assert names == ["step_00000004", "step_00000005"]
 
 
-def test_arbitrary_objects_are_not_unpickled(tmp_path):
+def test_arbitrary_objects_are_not_unpickled(tmp_path, capsys):
     _, p = _save(tmp_path, 1)
 
     class Evil:
@@ -59,8 +61,14 @@ def test_arbitrary_objects_are_not_unpickled(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"step": 1, "x": Evil()}, p / "state.pt", _use_new_zipfile_serialization=True, pickle_module=pickle)
-    with pytest.raises(pickle.UnpicklingError):
+    # record the new size, so the size check passes and torch.load itself must refuse
+    sizes = json.loads((p / "COMPLETE").read_text())
+    sizes["state.pt"] = (p / "state.pt").stat().st_size
+    (p / "COMPLETE").write_text(json.dumps(sizes))
+    # weights_only refuses the pickle (UnpicklingError), reported as one line naming the file
+    with pytest.raises(AudioclError, match=r"state\.pt: cannot be loaded .*weights_only=True\) refused"):
         load_checkpoint(p)
+    assert "pwned" not in capsys.readouterr().out
 
 
 def test_rng_states_round_trip():

@@ -1,21 +1,26 @@
-"""A run SIGKILLed mid-epoch and resumed reproduces the uninterrupted loss curve exactly.
+"""A run SIGKILLed at 5 random points and resumed reproduces the uninterrupted loss curve exactly.
 
 Real pieces end to end: FSDD clips -> feature store (the project's extraction),
 ``audiocl train`` in a subprocess (CNN audio tower with dropout and BatchNorm,
 byte-level text transformer with dropout, CLIP loss, gradient-cached
-micro-batches, random caption sampling, rand_trunc crops), SIGKILL after 8
-logged steps (checkpoints every 4 steps, 6 steps per epoch, so the run resumes
-from a checkpoint inside an epoch), then ``--resume``. The CSV logs must match
-step by step as strings (exact float equality), and so must the final weights.
+micro-batches, random caption sampling, rand_trunc crops). One run is
+SIGKILLed, resumed with ``--resume``, SIGKILLed again, ... at 5 seeded random
+points (a logged step count plus a random delay, so a kill may land inside a
+step, a checkpoint save or start-up; checkpoints every 4 steps, 6 steps per
+epoch, so resumes start inside an epoch), then resumed to the end. The CSV
+logs must match the uninterrupted run step by step as strings (exact float
+equality), and so must the final weights.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,7 +72,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path, store):
+def test_sigkill_at_5_random_points_then_resume_is_exact(tmp_path, store):
     cfg_a = _config(tmp_path, store, "full")
     done = subprocess.run(_cmd(cfg_a), env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -78,18 +83,34 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path, store):
 
     cfg_b = _config(tmp_path, store, "killed")
     log_b = tmp_path / "killed" / "train_log.csv"
-    # the interrupted run loads data in a worker process; batches must not depend on that
-    proc = subprocess.Popen(_cmd(cfg_b, "data.num_workers=1"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if len(_rows(log_b)) >= 8:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = len(_rows(log_b))
-    assert 8 <= killed_at < 18
+    # 5 seeded random kill points: after k logged steps, plus a delay of up to 0.3 s
+    rng = random.Random(20261201)
+    points = sorted(rng.sample(range(2, 17), 5))
+    delays = [rng.uniform(0.0, 0.3) for _ in points]
+    kills = []
+    for i, (k, delay) in enumerate(zip(points, delays)):
+        # the interrupted runs load data in a worker process; batches must not depend on that
+        extra = ["data.num_workers=1"] + (["--resume"] if i else [])
+        proc = subprocess.Popen(_cmd(cfg_b, *extra), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        started = threading.Event()
+
+        def _watch(p: subprocess.Popen = proc, ev: threading.Event = started) -> None:
+            for line in p.stdout:  # the log file is (re)opened before "training:" is printed
+                if line.startswith("training:"):
+                    ev.set()
+            ev.set()
+
+        threading.Thread(target=_watch, daemon=True).start()
+        assert started.wait(240), "the run did not start"
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and len(_rows(log_b)) < k:
+            time.sleep(0.01)
+        time.sleep(delay)
+        assert proc.poll() is None, f"the run ended before kill point {k}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills.append(len(_rows(log_b)))
+    assert len(kills) == 5 and all(1 <= n < 18 for n in kills), kills
     from audiocl.train.checkpoint import find_latest
 
     latest = find_latest(tmp_path / "killed")

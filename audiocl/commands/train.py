@@ -16,6 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true",
         help="continue from the latest complete checkpoint in train.output_dir",
     )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the previous run in train.output_dir (its checkpoints, model and logs)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--force", action="store_true",
+        help="with --resume: continue even though the config differs from the checkpoint's",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, help="Ray Train workers (sets distributed.workers)")
     parser.add_argument("--gpus", type=int, help="GPUs per worker (sets distributed.gpus)")
     parser.add_argument("--address", help="Ray cluster to join (sets distributed.address)")
@@ -23,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from audiocl.errors import AudioclError
     from audiocl.train.config import load_config
+
+    if args.force and not args.resume:
+        raise AudioclError("--force only applies with --resume")
 
     overrides = list(args.overrides)
     for flag, key in (("workers", "distributed.workers"), ("gpus", "distributed.gpus"),
@@ -36,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if cfg.distributed.workers > 1 or cfg.distributed.address:
         from audiocl.train.distributed import train_distributed
 
-        summary = train_distributed(cfg, resume=args.resume)
+        summary = train_distributed(cfg, resume=args.resume, overwrite=args.overwrite, force=args.force)
     else:
         from audiocl.train.run import train
 
-        summary = train(cfg, resume=args.resume)
+        summary = train(cfg, resume=args.resume, overwrite=args.overwrite, force=args.force)
     print(json.dumps(summary))
     return 0

@@ -78,3 +78,19 @@ def upcast(x: Tensor) -> Tensor:
 def no_autocast(like: Tensor) -> torch.autocast:
     """A context that turns autocast off on ``like``'s device (fused kernels use ``out=``)."""
     return torch.autocast(device_type=like.device.type, enabled=False)
+
+
+def two_modalities(modalities: Sequence[str], loss: str) -> tuple[str, str]:
+    """Check a two-modality loss's ``modalities`` option (a config value, so a
+    user mistake: :class:`AudioclError`, one line naming ``loss.kwargs.modalities``)."""
+    if isinstance(modalities, str) or not all(isinstance(m, str) for m in modalities):
+        raise AudioclError(
+            f"loss '{loss}': loss.kwargs.modalities must be a list of two tower names, got {modalities!r}"
+        )
+    names = tuple(modalities)
+    if len(names) != 2:
+        raise AudioclError(
+            f"loss '{loss}' takes exactly two modality names in loss.kwargs.modalities, got {list(names)} "
+            "(for three or more use symile, gram, mvinfonce or pairwise)"
+        )
+    return names[0], names[1]

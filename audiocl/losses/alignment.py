@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import check_same_shape, get_embeddings
+from audiocl.losses._common import check_same_shape, get_embeddings, two_modalities
 
 
 def alignment_loss(x: Tensor, y: Tensor) -> Tensor:
@@ -62,8 +62,7 @@ class AlignUniformLoss(nn.Module):
         s: float = 2.0,
     ):
         super().__init__()
-        if len(modalities) != 2:
-            raise ValueError("AlignUniformLoss takes exactly two modality names")
+        two_modalities(modalities, "align_uniform")
         self.modalities = tuple(modalities)
         self.align_weight, self.uniform_weight, self.s = align_weight, uniform_weight, s
 

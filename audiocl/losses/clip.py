@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, check_same_shape, get_embeddings, get_logit_scale
+from audiocl.losses._common import (
+    as_scale,
+    check_same_shape,
+    get_embeddings,
+    get_logit_scale,
+    two_modalities,
+)
 
 
 def clip_loss(x: Tensor, y: Tensor, logit_scale: Tensor | float) -> Tensor:
@@ -75,8 +81,7 @@ class ClipLoss(nn.Module):
 
     def __init__(self, modalities: Sequence[str] = ("audio", "text"), local_loss: bool = False):
         super().__init__()
-        if len(modalities) != 2:
-            raise ValueError("ClipLoss takes exactly two modality names")
+        two_modalities(modalities, "clip")
         self.modalities = tuple(modalities)
         self.local_loss = local_loss
 

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, check_same_shape, get_embeddings, get_logit_scale
+from audiocl.losses._common import (
+    as_scale,
+    check_same_shape,
+    get_embeddings,
+    get_logit_scale,
+    two_modalities,
+)
 
 
 def cwcl_weights(frozen: Tensor) -> Tensor:
@@ -59,8 +65,7 @@ class CwclLoss(nn.Module):
 
     def __init__(self, modalities: Sequence[str] = ("audio", "text"), frozen: str | None = None):
         super().__init__()
-        if len(modalities) != 2:
-            raise ValueError("CwclLoss takes exactly two modality names")
+        two_modalities(modalities, "cwcl")
         frozen = modalities[1] if frozen is None else frozen
         if frozen not in modalities:
             raise AudioclError(f"cwcl frozen modality '{frozen}' is not one of {list(modalities)}")

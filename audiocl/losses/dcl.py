@@ -21,7 +21,13 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, check_same_shape, get_embeddings, get_logit_scale
+from audiocl.losses._common import (
+    as_scale,
+    check_same_shape,
+    get_embeddings,
+    get_logit_scale,
+    two_modalities,
+)
 
 
 def _dcl_rows(logits: Tensor) -> Tensor:
@@ -44,8 +50,7 @@ class DclLoss(nn.Module):
 
     def __init__(self, modalities: Sequence[str] = ("audio", "text")):
         super().__init__()
-        if len(modalities) != 2:
-            raise ValueError("DclLoss takes exactly two modality names")
+        two_modalities(modalities, "dcl")
         self.modalities = tuple(modalities)
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, get_embeddings, get_logit_scale
+from audiocl.losses._common import as_scale, get_embeddings, get_logit_scale, two_modalities
 
 
 def hardneg_loss(
@@ -79,8 +79,7 @@ class HardNegativeLoss(nn.Module):
         share_negatives: bool = False,
     ):
         super().__init__()
-        if len(modalities) != 2:
-            raise ValueError("HardNegativeLoss takes exactly two modality names")
+        two_modalities(modalities, "hardneg")
         if num_negatives < 0:
             raise AudioclError("hardneg num_negatives must be >= 0")
         self.modalities = tuple(modalities)

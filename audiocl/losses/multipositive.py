@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, get_embeddings, get_logit_scale
+from audiocl.losses._common import as_scale, get_embeddings, get_logit_scale, two_modalities
 
 
 def _rows(logits: Tensor, pos: Tensor, mode: str) -> Tensor:
@@ -72,8 +72,7 @@ class MultiPositiveLoss(nn.Module):
 
     def __init__(self, modalities: Sequence[str] = ("audio", "text"), mode: str = "out"):
         super().__init__()
-        if len(modalities) != 2:
-            raise ValueError("MultiPositiveLoss takes exactly two modality names")
+        two_modalities(modalities, "multipositive")
         if mode not in ("out", "in"):
             raise AudioclError(f"multipositive mode must be 'out' or 'in', got {mode!r}")
         self.modalities = tuple(modalities)

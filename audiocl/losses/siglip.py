@@ -21,7 +21,13 @@ from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
 from audiocl.losses import distributed as D
-from audiocl.losses._common import as_scale, check_same_shape, get_embeddings, get_logit_scale
+from audiocl.losses._common import (
+    as_scale,
+    check_same_shape,
+    get_embeddings,
+    get_logit_scale,
+    two_modalities,
+)
 
 
 def _signs(n_rows: int, n_cols: int, offset: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -57,8 +63,7 @@ class SigLipLoss(nn.Module):
 
     def __init__(self, modalities: Sequence[str] = ("audio", "text"), local_loss: bool = False):
         super().__init__()
-        if len(modalities) != 2:
-            raise ValueError("SigLipLoss takes exactly two modality names")
+        two_modalities(modalities, "siglip")
         self.modalities = tuple(modalities)
         self.local_loss = local_loss
 

@@ -180,16 +180,20 @@ class ModelConfig(_Strict):
         p = Path(path)
         if not p.is_file():
             raise InputError(str(p), "model config file not found")
-        text = p.read_text(encoding="utf-8")
         try:
-            if p.suffix.lower() in (".yaml", ".yml"):
-                import yaml
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(str(p), f"cannot read: {e}") from None
+        if p.suffix.lower() in (".yaml", ".yml"):
+            from audiocl.config_yaml import load_yaml
 
-                d = yaml.safe_load(text)
-            else:
+            # bounded alias expansion: an alias bomb is refused here, naming the file
+            d = load_yaml(text, str(p))
+        else:
+            try:
                 d = json.loads(text)
-        except Exception as e:  # parse errors from yaml/json are user mistakes
-            raise InputError(str(p), f"cannot parse: {e}") from None
+            except (ValueError, RecursionError) as e:  # parse errors are user mistakes
+                raise InputError(str(p), f"cannot parse: {e}") from None
         if isinstance(d, dict) and set(d) == {"model"}:
             d = d["model"]
         return cls.from_dict(d, source=str(p))

@@ -244,15 +244,25 @@ class MultiTowerModel(nn.Module):
         except json.JSONDecodeError as e:
             raise AudioclError(f"{cfg_path}: invalid JSON: {e}") from None
         cfg = ModelConfig.from_dict(raw, source=str(cfg_path))
+        def _json(path: Path) -> Any:
+            try:
+                return json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise AudioclError(f"{path}: invalid JSON: {e}") from None
+
         fe_path = d / "frontend.json"
-        frontend = _frontend_from_dict(json.loads(fe_path.read_text())) if fe_path.is_file() else None
+        frontend = _frontend_from_dict(_json(fe_path)) if fe_path.is_file() else None
         pr_path = d / "prompts.json"
-        prompts = json.loads(pr_path.read_text()) if pr_path.is_file() else None
+        prompts = _json(pr_path) if pr_path.is_file() else None
         model = cls(cfg, frontend=frontend, prompts=prompts, _for_loading=True, _base_dir=d)
         # towers are built without their published weights here: the licences come from the folder
         model.licenses = {n: e for n, e in read_licenses(d).items() if n in model.towers}
+        from safetensors import SafetensorError
+
         try:
             missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+        except SafetensorError as e:  # garbage or truncated header/data
+            raise AudioclError(f"{weights}: not a valid safetensors file ({str(e).strip()[:200]})") from None
         except RuntimeError as e:  # shape mismatches: the folder's files disagree
             raise AudioclError(f"{weights} does not match config.json: {str(e).splitlines()[-1].strip()}") from None
         if missing or unexpected:

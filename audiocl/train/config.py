@@ -29,16 +29,27 @@ Example (every section optional except what the run needs)::
     distributed: {workers: 1, gpus: 0}
 
 Command line: ``audiocl train --config FILE optim.lr=3e-4 data.batch_size=512``.
+
+Relative paths in the file (``data.*`` stores, manifests and arrays,
+``train.output_dir``, ``distributed.storage_path``, a ``model`` file, an
+inline tower's encoder ``path``/``tokenizer_path``) resolve against the
+config file's folder, or, for a file inside a recipe's ``conf/`` folder
+(``recipes/X/conf/train.yaml``, ``recipes/X/conf/xor3/symile.yaml``), against
+the recipe folder that holds ``conf/``; so a run does not depend on the
+working directory. Paths given on the command line (overrides, ``--output``)
+are relative to the working directory. Both are made absolute before Ray
+Train starts its workers (:func:`absolute_paths`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from audiocl.config_yaml import load_yaml
 from audiocl.errors import AudioclError, InputError
 
 __all__ = [
@@ -50,9 +61,13 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "TrainingConfig",
+    "absolute_paths",
     "apply_overrides",
+    "config_anchor",
+    "flatten_config",
     "load_config",
     "parse_override",
+    "resume_changes",
 ]
 
 
@@ -98,6 +113,11 @@ class DataConfig(_Strict):
     inputs: dict[str, str] = Field(default_factory=lambda: {"audio": "features", "text": "texts"})
     shuffle: bool = True
     drop_last: bool = True
+    # manifest items the store does not have: "error" refuses to train (naming
+    # the count and the first ids), "skip" leaves them out with a warning.
+    # Items the store lists in errors.jsonl (failed extraction) are always
+    # left out with a warning.
+    on_missing: Literal["error", "skip"] = "error"
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -179,15 +199,15 @@ class TrainingConfig(_Strict):
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into (["a", "b", "c"], yaml.safe_load(value))."""
+    """Split ``a.b.c=value`` into (["a", "b", "c"], the value parsed as YAML)."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise AudioclError(f"override {text!r}: expected key=value with a dotted key, e.g. optim.lr=1e-3")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as err:
-        raise AudioclError(f"override {text!r}: value is not valid YAML ({err.__class__.__name__})") from None
+        parsed = load_yaml(value, "<command line>") if value.strip() else None
+    except InputError as err:
+        raise AudioclError(f"override {text!r}: value is not valid YAML ({err.message})") from None
     return key.split("."), parsed
 
 
@@ -241,22 +261,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise InputError(source, "config file not found")
         try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise InputError(source, f"invalid YAML: {getattr(err, 'problem', err)}", line=line) from None
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(source, f"cannot read: {err}") from None
+        loaded = load_yaml(text, source)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise InputError(source, "top level must be a mapping of sections")
-        raw = loaded
-    model = raw.get("model")
-    if isinstance(model, str) and not Path(model).is_absolute() and path is not None:
-        # a model config named by path is looked up beside the training config first
-        beside = Path(path).parent / model
-        if beside.is_file():
-            raw = {**raw, "model": str(beside)}
+        raw = _resolve_file_paths(loaded, p)
     overrides = list(overrides or [])
     # validate the file alone first so an error in it names the file
     if path is not None:
@@ -265,3 +278,112 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         merged = apply_overrides(raw, overrides)
         return validate_config(merged, f"{source} + <command line>")
     return validate_config(raw, source)
+
+
+# dotted keys of the path-valued options (model and encoder paths handled apart)
+PATH_KEYS = (
+    "data.store", "data.arrays", "data.val_arrays", "data.manifest", "data.val_store",
+    "data.val_manifest", "train.output_dir", "distributed.storage_path",
+)  # fmt: skip
+
+
+def config_anchor(config_file: str | Path) -> Path:
+    """The folder relative paths in ``config_file`` resolve against: the recipe
+    folder holding the nearest ``conf/`` ancestor, else the file's own folder."""
+    folder = Path(config_file).resolve().parent
+    for parent in (folder, *folder.parents):
+        if parent.name == "conf":
+            return parent.parent
+    return folder
+
+
+def _is_relative(value: Any) -> bool:
+    return isinstance(value, str) and value != "" and not os.path.isabs(os.path.expanduser(value))
+
+
+def _resolve_file_paths(raw: dict[str, Any], config_file: Path) -> dict[str, Any]:
+    """A copy of ``raw`` with its relative paths made absolute against :func:`config_anchor`."""
+    import copy
+
+    anchor = config_anchor(config_file)
+    out = copy.deepcopy(raw)
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        node = out.get(section)
+        if isinstance(node, dict) and _is_relative(node.get(key)):
+            node[key] = str(anchor / node[key])
+    model = out.get("model")
+    if _is_relative(model):
+        # a model config file: beside the training config, else under the anchor;
+        # anything else stays as written (a shipped config's name, or a cwd path)
+        for base in (config_file.resolve().parent, anchor):
+            if (base / model).is_file():
+                out["model"] = str(base / model)
+                break
+    elif isinstance(model, dict):
+        _resolve_encoder_paths(model, anchor)
+    return out
+
+
+def _resolve_encoder_paths(model: dict[str, Any], base: Path) -> None:
+    towers = model.get("towers")
+    if not isinstance(towers, dict):
+        return
+    for tower in towers.values():
+        enc = tower.get("encoder") if isinstance(tower, dict) else None
+        if not isinstance(enc, dict):
+            continue
+        for key in ("path", "tokenizer_path"):
+            value = enc.get(key)
+            # only what exists there: a hub-style name ("org/model") is left for
+            # the encoder to refuse with its own message
+            if _is_relative(value) and (base / value).exists():
+                enc[key] = str(base / value)
+
+
+def absolute_paths(cfg: TrainingConfig, base: str | Path | None = None) -> TrainingConfig:
+    """A copy of ``cfg`` with every relative path made absolute against ``base``
+    (default: the working directory). Ray Train runs each worker in a folder of
+    its own, so the driver calls this before any worker starts."""
+    base = Path(base) if base is not None else Path.cwd()
+    raw = cfg.to_dict()
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        if _is_relative(raw[section].get(key)):
+            raw[section][key] = str((base / raw[section][key]).resolve())
+    model = raw.get("model")
+    if _is_relative(model) and (base / model).is_file():
+        raw["model"] = str((base / model).resolve())
+    elif isinstance(model, dict):
+        _resolve_encoder_paths(model, base)
+    return TrainingConfig.model_validate(raw)
+
+
+# Options a resumed run may change: how long it runs, what it logs and where,
+# and how it is executed. Everything else (model, loss, data, optimiser,
+# schedule, seed, precision, ...) would make the resumed steps differ from
+# the run the checkpoint belongs to.
+RESUME_ALLOWED = (
+    "train.epochs", "train.max_steps", "train.log_every", "train.progress", "train.val_every",
+    "train.ckpt_every", "train.keep_checkpoints", "train.output_dir", "train.on_nan",
+    "train.max_skipped_steps", "train.device", "data.num_workers", "distributed.address",
+    "distributed.name", "distributed.storage_path", "distributed.max_failures",
+)  # fmt: skip
+
+
+def flatten_config(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and empty dicts are leaves)."""
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten_config(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def resume_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose value differs between two ``TrainingConfig.to_dict()``
+    outputs, leaving out :data:`RESUME_ALLOWED` (sorted)."""
+    a, b = flatten_config(old), flatten_config(new)
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+    return [k for k in changed if not any(k == p or k.startswith(p + ".") for p in RESUME_ALLOWED)]

@@ -61,7 +61,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
     build: Callable[[TrainingConfig], Any] = loop_config.get("build") or build_components
     comp = build(cfg)
     trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data, device=device)
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, force=bool(loop_config.get("force", False)))
     if trainer.is_main and loop_config.get("export", True):
         export_model(cfg, comp.model, out)
         marker.unlink(missing_ok=True)
@@ -107,6 +107,30 @@ def preflight(cfg: TrainingConfig) -> None:
         raise AudioclError("data.store is required (a feature store made by `audiocl extract`), or data.arrays")
     else:
         FeatureStore(cfg.data.store)
+        if cfg.data.val_store:
+            FeatureStore(cfg.data.val_store)
+        from audiocl.data.loader import FeatureDataset
+        from audiocl.train.run import check_missing
+
+        # the data checks a worker would make, here: a worker's error arrives
+        # wrapped in dozens of lines of Ray log before the one that matters
+        pairs = (("manifest", cfg.data.store), ("val_manifest", cfg.data.val_store or cfg.data.store))
+        for field, store in pairs:
+            value = getattr(cfg.data, field)
+            if not value:
+                continue
+            if not Path(value).is_file():
+                raise AudioclError(f"data.{field} {value}: manifest file not found")
+            ds = FeatureDataset(store, value)
+            if len(ds) == 0:
+                raise AudioclError(f"no items in store {store} joined with {value}")
+            if ds.missing:
+                check_missing(ds.missing, ds.store.errors(), value, str(store), cfg.data.on_missing, f"data.{field}")
+    if cfg.data.batch_size < 2:
+        raise AudioclError(
+            f"data.batch_size={cfg.data.batch_size} holds 1 item: contrastive losses need at least 2 items "
+            "per batch (the other items are the negatives)"
+        )
     build_loss_from_config(cfg)
 
 
@@ -135,25 +159,35 @@ def train_distributed(
     build: Callable[[TrainingConfig], Any] | None = None,
     export: bool = True,
     shutdown: bool = True,
+    overwrite: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run training under Ray Train ``TorchTrainer`` with ``distributed.workers`` workers.
 
     ``build(cfg) -> Components`` replaces :func:`audiocl.train.run.build_components`
     (it must be picklable). Returns a summary dict like
-    :func:`audiocl.train.run.train`.
+    :func:`audiocl.train.run.train`. Relative paths are made absolute here,
+    against the working directory, because Ray runs each worker in a folder of
+    its own; the output folder is checked as in :func:`audiocl.train.run.train`
+    (``resume``, ``overwrite``, ``force``), all before Ray starts.
     """
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from audiocl.train.checkpoint import clear_run, prepare_output_dir
+    from audiocl.train.config import absolute_paths
+
     d = cfg.distributed
     if cfg.data.batch_size % d.workers:
         raise AudioclError(f"data.batch_size={cfg.data.batch_size} must be divisible by {d.workers} workers")
-    out = Path(cfg.train.output_dir).resolve()
-    cfg = cfg.model_copy(deep=True)
-    cfg.train.output_dir = str(out)
+    cfg = absolute_paths(cfg)
+    out = Path(cfg.train.output_dir)
+    prepare_output_dir(out, resume=resume, overwrite=overwrite)
     if build is None:
         preflight(cfg)
+    if overwrite:
+        clear_run(out)
     started = _init_ray(d.address, d.workers)
     storage = Path(d.storage_path).resolve() if d.storage_path else out / "ray"
     name = d.name or out.name
@@ -164,7 +198,7 @@ def train_distributed(
         _worker,
         train_loop_config={
             "cfg": cfg.to_dict(), "resume": resume, "build": build,
-            "token": uuid.uuid4().hex, "export": export, "threads": 1,
+            "token": uuid.uuid4().hex, "export": export, "threads": 1, "force": force,
         },  # fmt: skip
         torch_config=TorchConfig(backend="nccl" if d.gpus > 0 else "gloo"),
         scaling_config=ScalingConfig(

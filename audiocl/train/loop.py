@@ -35,14 +35,14 @@ from audiocl.train.checkpoint import (
     NonFiniteError,
     best_files,
     capture_rng,
-    find_latest,
+    list_checkpoints,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
     unwrap,
     write_folder_atomically,
 )
-from audiocl.train.config import TrainingConfig
+from audiocl.train.config import TrainingConfig, absolute_paths, flatten_config, resume_changes
 from audiocl.train.data import (
     GlobalBatchSampler,
     SeededCollate,
@@ -116,6 +116,16 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _row_step(row: dict[str, Any]) -> int | None:
+    """A log row's step, or None for a row torn short (DictReader fills missing fields with None)."""
+    if any(v is None for v in row.values()) or None in row:
+        return None
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
@@ -177,6 +187,18 @@ class Trainer:
             raise AudioclError(
                 f"training set has {len(train_data.dataset)} items, fewer than one batch of {B}"
             )
+        # a contrastive loss compares each item with the rest of its batch: with
+        # one item there is nothing to contrast and the loss is 0 every step
+        n = len(train_data.dataset)
+        smallest = B if cfg.data.drop_last or n % B == 0 else n % B
+        if smallest < 2:
+            where = f"data.batch_size={B}" if B < 2 else (
+                f"the last batch of each epoch ({n} items, data.batch_size={B}, data.drop_last=false)"
+            )  # fmt: skip
+            raise AudioclError(
+                f"{where} holds 1 item: contrastive losses need at least 2 items per batch "
+                "(the other items are the negatives)"
+            )
         self.steps_per_epoch = len(self.sampler)
         if cfg.train.max_steps is not None:
             self.total_steps = cfg.train.max_steps
@@ -202,6 +224,9 @@ class Trainer:
         self.last_saved_step = -1
         self.last_val_step = -1
         self.history: list[dict[str, Any]] = []
+        self.last_loss: float | None = None
+        self.resumed_loss: float | None = None
+        self._config_abs: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- setup
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -241,17 +266,60 @@ class Trainer:
         return contextlib.nullcontext()
 
     # --------------------------------------------------------------- resume
-    def _resume(self) -> bool:
-        path = find_latest(self.output_dir)
-        if path is None:
+    def _resume(self, force: bool = False) -> bool:
+        """Load the newest checkpoint that loads; a damaged one is reported on
+        stderr and the previous complete one used. A checkpoint written under
+        another config (outside :data:`audiocl.train.config.RESUME_ALLOWED`)
+        is refused unless ``force``."""
+        ckpts = list_checkpoints(self.output_dir)
+        if not ckpts:
             if self.is_main:
                 print(f"resume: no complete checkpoint under {self.output_dir}/checkpoints; starting fresh")
             return False
-        ck = load_checkpoint(path, rank=self.rank)
-        unwrap(self.model).load_state_dict(ck["model"])
+        ck, path, damaged = None, None, []
+        for _step, cand in reversed(ckpts):
+            try:
+                ck, path = load_checkpoint(cand, rank=self.rank), cand
+                break
+            except AudioclError as err:
+                damaged.append(f"{cand.name}: {err}")
+                if self.is_main:
+                    print(f"resume: checkpoint {cand} is damaged ({err}); trying the previous one",
+                          file=sys.stderr, flush=True)  # fmt: skip
+        if ck is None or path is None:
+            raise AudioclError(
+                f"resume: no usable checkpoint under {self.output_dir}/checkpoints "
+                f"({len(damaged)} damaged; newest: {damaged[0]})"
+            )
+        if damaged and self.is_main:
+            print(f"resume: falling back to {path}, the newest complete checkpoint", file=sys.stderr, flush=True)
+        if ck["config"] is not None and not force:
+            changed = resume_changes(ck["config"], self._config_record())
+            if changed:
+                old, new = flatten_config(ck["config"]), flatten_config(self._config_record())
+                shown = "; ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in changed[:4])
+                more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+                raise AudioclError(
+                    f"--resume: the config differs from the run in {self.output_dir} ({path.name}) in "
+                    f"{len(changed)} key(s): {shown}{more}; only run length, logging and placement may "
+                    "change; pass --force to resume anyway, or --overwrite to start over"
+                )
+        try:
+            unwrap(self.model).load_state_dict(ck["model"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()
+            raise AudioclError(
+                f"resume: {path / 'model.safetensors'} does not fit the model of this config "
+                f"({(first[1] if len(first) > 1 else first[0]).strip()[:200]})"
+            ) from None
         st = ck["state"]
-        self.optimizer.load_state_dict(st["optimizer"])
+        try:
+            self.optimizer.load_state_dict(st["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise AudioclError(f"resume: {path / 'state.pt'}: optimizer state does not fit this model ({err})") from None
         self.step, self.epoch, self.batch_in_epoch = int(st["step"]), int(st["epoch"]), int(st["batch_in_epoch"])
+        if st.get("last_loss") is not None:
+            self.resumed_loss = float(st["last_loss"])
         self.best = st.get("best")
         if self.best is not None:
             self.best = float(self.best)
@@ -261,7 +329,18 @@ class Trainer:
             restore_rng(ck["rng"], self.device)
         if self.is_main:
             print(f"resume: {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
+            if self.step >= self.total_steps:
+                print(
+                    f"resume: the run already reached step {self.step} of {self.total_steps}; nothing to "
+                    "train (raise train.max_steps or train.epochs to continue it)", flush=True,
+                )  # fmt: skip
         return True
+
+    def _config_record(self) -> dict[str, Any]:
+        # paths absolute, so a run resumed from another folder or under Ray compares equal
+        if self._config_abs is None:
+            self._config_abs = absolute_paths(self.cfg).to_dict()
+        return self._config_abs
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -272,6 +351,7 @@ class Trainer:
             "best_metric": self.cfg.train.best_metric,
             "total_steps": self.total_steps,
             "world_size": self.world,
+            "last_loss": self.last_loss,
         }
 
     def _gather_rng(self) -> dict[int, dict[str, Tensor]]:
@@ -291,15 +371,15 @@ class Trainer:
             try:
                 path = save_checkpoint(
                     self.output_dir, self.step, self.model, self.optimizer, self._state(), rngs,
-                    keep=self.cfg.train.keep_checkpoints,
+                    keep=self.cfg.train.keep_checkpoints, config=self._config_record(),
                 )  # fmt: skip
-            except NonFiniteError as e:
+            except AudioclError as e:  # NonFiniteError, or a full disk
                 err = e
         if self.distributed:
-            flag = [err is not None]
+            flag = [None if err is None else str(err)]
             dist.broadcast_object_list(flag, src=0)
-            if flag[0] and err is None:
-                err = NonFiniteError("rank 0 refused to write a non-finite checkpoint")
+            if flag[0] is not None and err is None:
+                err = AudioclError(f"rank 0 could not write the checkpoint: {flag[0]}")
             dist.barrier()
         if err is not None:
             raise err
@@ -318,7 +398,8 @@ class Trainer:
                 # drop rows logged after the checkpoint we resumed from
                 with open(path, newline="") as f:
                     rows = list(csv.DictReader(f))
-                keep = [r for r in rows if int(r["step"]) <= self.step]
+                # a row torn by a kill or a full disk (no valid step) goes with the later ones
+                keep = [r for r in rows if _row_step(r) is not None and _row_step(r) <= self.step]
                 if path == self.val_path and keep and int(keep[-1]["step"]) == self.step:
                     self.last_val_step = self.step
                 fields = list(rows[0].keys()) if rows else None
@@ -531,13 +612,15 @@ class Trainer:
             dist.barrier()
 
     # ------------------------------------------------------------------ fit
-    def fit(self, *, resume: bool = False) -> FitResult:
+    def fit(self, *, resume: bool = False, force: bool = False) -> FitResult:
+        """Train to ``total_steps``; ``resume`` continues from the newest usable
+        checkpoint, ``force`` accepts one written under a different config."""
         torch.manual_seed(self.cfg.train.seed + self.rank)
         np.random.seed(self.cfg.train.seed + self.rank)
         import random
 
         random.seed(self.cfg.train.seed + self.rank)
-        resumed = self._resume() if resume else False
+        resumed = self._resume(force) if resume else False
         if resumed:
             self.last_saved_step = self.step
         self._open_logs(resumed)
@@ -586,6 +669,7 @@ class Trainer:
                     bar.update(1)
                 if result is not None:
                     last = result
+                    self.last_loss = result["loss"]
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                         row = {
                             "step": self.step, "epoch": self.epoch, **result,
@@ -628,6 +712,9 @@ class Trainer:
             self.save()
         if self.tb is not None:
             self.tb.close()
+        if self.last_loss is None and self.resumed_loss is not None:
+            # a resumed run with no step left reports the loss it stopped at, not NaN
+            last = {"loss": self.resumed_loss}
         return FitResult(
             step=self.step, epoch=self.epoch, last_loss=float(last["loss"]),
             best_metric=self.best, best_path=self.best_path, output_dir=self.output_dir,

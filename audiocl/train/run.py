@@ -10,7 +10,9 @@ front-end as ``frontend.json`` and the config's prompts as ``prompts.json``).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from audiocl.errors import AudioclError
 from audiocl.train.config import TrainingConfig
 from audiocl.train.data import TrainData
 
-__all__ = ["Components", "build_components", "build_loss_from_config", "export_model", "train"]
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+__all__ = ["Components", "build_components", "build_loss_from_config", "check_missing", "export_model", "train"]
 
 
 @dataclass
@@ -101,6 +105,9 @@ def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dic
     ds = FeatureDataset(store, manifest)
     if len(ds) == 0:
         raise AudioclError(f"no items in store {store}" + (f" joined with {manifest}" if manifest else ""))
+    if manifest is not None and ds.missing:
+        check_missing(ds.missing, ds.store.errors(), manifest, store, cfg.data.on_missing,
+                      "data.val_manifest" if val else "data.manifest")  # fmt: skip
     policy = cfg.data.val_length_policy if val else cfg.data.length_policy
     order = None
     if not val and cfg.data.shuffle:
@@ -120,6 +127,40 @@ def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dic
         ),  # fmt: skip
         order=order,
     )
+
+
+def check_missing(
+    missing: list[str], store_errors: list[dict[str, Any]], manifest: str, store: str, policy: str, field: str
+) -> None:
+    """Manifest items that are not in the store are never dropped without a word.
+
+    Items the store records as failed (its ``errors.jsonl``: undecodable or
+    empty audio) are left out with a warning on stderr, as extraction
+    designed; items the store has never seen (a manifest from another corpus
+    or an unfinished extraction) are refused unless ``data.on_missing: skip``,
+    which leaves them out with the same warning.
+    """
+    import sys
+
+    failed = {str(e.get("id")) for e in store_errors}
+    unknown = [i for i in missing if i not in failed]
+    if unknown and policy != "skip":
+        raise AudioclError(
+            f"{field} {manifest}: {len(unknown)} of its items are not in the store {store} "
+            f"(first: {', '.join(repr(i) for i in unknown[:3])}); extract them, or set "
+            "data.on_missing=skip to train without them"
+        )
+    known = len(missing) - len(unknown)
+    parts = []
+    if known:
+        parts.append(f"{known} failed extraction (see {store}/errors.jsonl)")
+    if unknown:
+        parts.append(f"{len(unknown)} not in the store (data.on_missing=skip)")
+    print(
+        f"warning: {field} {manifest}: leaving out {len(missing)} item(s) without features: "
+        f"{'; '.join(parts)}; first: {', '.join(repr(i) for i in missing[:3])}",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
 
 
 class ArrayInputs:
@@ -225,19 +266,47 @@ def export_model(cfg: TrainingConfig, model: nn.Module, output_dir: Path) -> Pat
     if not hasattr(model, "save_pretrained"):
         raise AudioclError("the model has no save_pretrained(); cannot export a model folder")
     out = model.save_pretrained(output_dir / "model")
-    (output_dir / "config.resolved.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    # temporary name then rename: a full disk never leaves half a file
+    final = output_dir / "config.resolved.json"
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
     return Path(out)
 
 
-def train(cfg: TrainingConfig, *, resume: bool = False, components: Components | None = None) -> dict[str, Any]:
-    """Single-process training; returns a summary dict (paths, steps, metrics)."""
+def train(
+    cfg: TrainingConfig,
+    *,
+    resume: bool = False,
+    components: Components | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Single-process training; returns a summary dict (paths, steps, metrics).
+
+    A used ``train.output_dir`` is refused unless ``resume`` (continue it;
+    ``force`` also accepts a changed config) or ``overwrite`` (its previous
+    run is removed once the new run's model and data are built).
+    """
+    from audiocl.train.checkpoint import clear_run, disk_error, prepare_output_dir
     from audiocl.train.loop import Trainer
 
-    comp = components or build_components(cfg)
-    trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data)
-    result = trainer.fit(resume=resume)
     out = Path(cfg.train.output_dir)
-    model_dir = export_model(cfg, comp.model, out)
+    prepare_output_dir(out, resume=resume, overwrite=overwrite)
+    comp = components or build_components(cfg)
+    if overwrite:
+        clear_run(out)
+    try:
+        trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data)
+        result = trainer.fit(resume=resume, force=force)
+        model_dir = export_model(cfg, comp.model, out)
+    except OSError as err:
+        if err.errno in _DISK_ERRNOS:
+            raise disk_error(err, f"the outputs of the run in {out}") from None
+        raise
     return {
         "output_dir": str(out),
         "model_dir": str(model_dir),

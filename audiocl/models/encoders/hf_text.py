@@ -101,6 +101,19 @@ def pool_hidden(
     raise AudioclError(f"unknown pooling '{pooling}'")
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else err.__class__.__name__)[:200]
+
+
+def _not_local(value: str) -> str:
+    hub = "" if os.path.isabs(value) or value.startswith(".") else (
+        "; audiocl loads pretrained models from local folders only and never downloads, "
+        "so a hub name such as 'org/model' must be a downloaded folder's path"
+    )  # fmt: skip
+    return f"{value} is not a local folder{hub}"
+
+
 def _resolve(p: str | None, base_dir: Path | None) -> str | None:
     if p is None or base_dir is None or os.path.isabs(p):
         return p
@@ -132,21 +145,26 @@ class HFTextEncoder(nn.Module):
             path = default_text_model_dir()
         else:
             path = Path(p.path) if p.path is not None else None
+        if path is not None and not path.is_dir():
+            raise AudioclError(f"hf_text encoder 'path': {_not_local(str(path))}")
         if path is not None and not (path / "config.json").is_file():
-            found = _find_hf_dir(path) if path.is_dir() else None
+            found = _find_hf_dir(path)
             if found is None:
-                raise AudioclError(f"text encoder path {path} is not a transformers model folder")
+                raise AudioclError(f"hf_text encoder 'path': {path} is not a transformers model folder (no config.json)")
             path = found
         self.model_dir = path
         overrides = dict(p.hf_config or {})
-        if path is None:
-            config = AutoConfig.for_model(**overrides)
-        else:
-            config = AutoConfig.from_pretrained(str(path), local_files_only=True, **overrides)
-        if p.pretrained and path is not None:
-            self.model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
-        else:
-            self.model = AutoModel.from_config(config)
+        try:
+            if path is None:
+                config = AutoConfig.for_model(**overrides)
+            else:
+                config = AutoConfig.from_pretrained(str(path), local_files_only=True, **overrides)
+            if p.pretrained and path is not None:
+                self.model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+            else:
+                self.model = AutoModel.from_config(config)
+        except (OSError, ValueError, KeyError) as err:  # damaged or foreign folder, bad hf_config
+            raise AudioclError(f"hf_text encoder 'path' {path}: cannot load it ({_first_line(err)})") from None
         if p.pooling != "pooler" and isinstance(getattr(self.model, "pooler", None), nn.Module):
             # an unused pooler leaves parameters without gradients, which DDP
             # rejects (and it costs a matmul per batch): drop it
@@ -158,7 +176,19 @@ class HFTextEncoder(nn.Module):
         if tok_dir is not None:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+            if not Path(tok_dir).is_dir():
+                raise AudioclError(f"hf_text encoder 'tokenizer_path': {_not_local(tok_dir)}")
+            if not _has_tokenizer_files(Path(tok_dir)):
+                raise AudioclError(
+                    f"hf_text encoder 'tokenizer_path': {tok_dir} holds no tokenizer files "
+                    f"(one of {', '.join(_TOKENIZER_FILES)})"
+                )
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+            except (OSError, ValueError, KeyError) as err:
+                raise AudioclError(
+                    f"hf_text encoder 'tokenizer_path' {tok_dir}: cannot load the tokenizer ({_first_line(err)})"
+                ) from None
             if self.tokenizer.pad_token is None:
                 # GPT-2 style tokenizers have no pad token; padding is masked anyway
                 if self.tokenizer.eos_token is None:
