@@ -906,7 +906,7 @@ def content_hash(store_dir: str | os.PathLike) -> str:
 def verify_store(store_dir: str | os.PathLike) -> list[str]:
     """Re-hash every shard file against its marker, and ``errors.jsonl`` against the
     shards' error files; returns the problems found (``[]``: intact). Reads every
-    byte of the store (about one second per GB and core; see docs/reliability-data.md).
+    byte of the store (about one second per GB and core; see docs/reliability.md).
     """
     d = Path(store_dir)
     problems = []
