@@ -14,6 +14,12 @@ made any other way.
     out      = (20 / power) * log10(max(M, amin) / ref)      (log="db")
              = ln(max(M, amin) / ref)                         (log="log")
     optionally clipped below at max_b(out) - top_db (per clip)
+    then out * out_scale + out_offset, and without the last frame if drop_last_frame
+
+The ``whisper`` preset is Hugging Face ``WhisperFeatureExtractor``'s defaults:
+``(max(log10(max(M, 1e-10)), peak - 8) + 4) / 4`` equals the dB form above with
+``top_db=80``, ``out_scale=1/40``, ``out_offset=1``; Whisper drops the last STFT
+frame (``T // hop`` frames). Tested against it to 1e-4 on real clips.
 
 With the ``laion_clap`` preset this equals Hugging Face
 ``ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad",
@@ -63,6 +69,10 @@ class FrontendConfig:
     clip_samples: target waveform length when batching (None = keep full length).
     length_policy: "<pad>+<trunc>", e.g. "repeatpad+rand_trunc" (see audiocl.audio.length).
     fusion: LAION-style 4-view fusion of clips longer than clip_samples.
+    out_scale / out_offset: affine map of the final values (Whisper's (x + 4) / 4).
+    drop_last_frame: drop the last STFT frame, as Whisper does (T // hop frames).
+    These three are left out of ``to_dict``/``hash`` at their defaults, so presets
+    that do not use them keep the hash they had before the fields existed.
     """
 
     sample_rate: int = 48000
@@ -85,6 +95,9 @@ class FrontendConfig:
     clip_samples: int | None = 480000
     length_policy: str = "repeatpad+rand_trunc"
     fusion: bool = False
+    out_scale: float = 1.0
+    out_offset: float = 0.0
+    drop_last_frame: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -120,6 +133,8 @@ class FrontendConfig:
             raise bad("amin and ref must be > 0")
         if self.top_db is not None and not self.top_db > 0:
             raise bad(f"top_db must be > 0 or null, got {self.top_db}")
+        if self.out_scale == 0:
+            raise bad("out_scale must be non-zero")
         if self.clip_samples is not None and self.clip_samples <= 0:
             raise bad(f"clip_samples must be positive or null, got {self.clip_samples}")
         parse_length_policy(self.length_policy)
@@ -138,8 +153,17 @@ class FrontendConfig:
 
     # -- serialisation -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The parameters only, JSON-ready (``from_dict(to_dict())`` round-trips)."""
-        return dataclasses.asdict(self)
+        """The parameters only, JSON-ready (``from_dict(to_dict())`` round-trips).
+
+        Fields added after the format was fixed are omitted at their defaults, so
+        the canonical JSON (and ``hash()``) of every config that does not use
+        them is what it was before they existed.
+        """
+        d = dataclasses.asdict(self)
+        for k, default in _LATER_DEFAULTS.items():
+            if d[k] == default:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FrontendConfig:
@@ -192,8 +216,11 @@ class FrontendConfig:
         return FrontendConfig.from_dict({**self.to_dict(), **overrides})
 
 
+#: Fields added later, omitted from ``to_dict`` at these defaults (hash stability).
+_LATER_DEFAULTS: dict[str, Any] = {"out_scale": 1.0, "out_offset": 0.0, "drop_last_frame": False}
+
 _INT = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels")
-_FLOAT = ("f_min", "power", "amin", "ref")
+_FLOAT = ("f_min", "power", "amin", "ref", "out_scale", "out_offset")
 _OPT_FLOAT = ("f_max", "top_db")
 
 
@@ -215,7 +242,7 @@ def _coerce(name: str, v: Any) -> Any:
         if not math.isfinite(float(v)):
             raise fail("finite")
         return float(v)
-    if name in ("center", "fusion"):
+    if name in ("center", "fusion", "drop_last_frame"):
         if not isinstance(v, bool):
             raise fail("true or false")
         return v
@@ -284,6 +311,35 @@ PRESETS: dict[str, FrontendConfig] = {
         clip_samples=160000,
         length_policy="pad+trunc",
     ),
+    # Whisper (any size; large-v3 wants n_mels=128): WhisperFeatureExtractor's
+    # defaults, 16 kHz, 25 ms periodic Hann in a 400-point FFT, 10 ms hop, 80 Slaney
+    # mels 0-8000 Hz, log10 clamped at peak - 8, (x + 4) / 4, last frame dropped.
+    # clip_samples None: clips keep their length (the whisper encoder takes any
+    # length up to 30 s and masks padding), never padded to Whisper's 30 s.
+    "whisper": FrontendConfig(
+        sample_rate=16000,
+        n_fft=400,
+        win_length=400,
+        hop_length=160,
+        window="hann",
+        n_mels=80,
+        f_min=0.0,
+        f_max=8000.0,
+        mel_scale="slaney",
+        mel_norm="slaney",
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
+        log="db",
+        amin=1e-10,
+        ref=1.0,
+        top_db=80.0,
+        out_scale=0.025,
+        out_offset=1.0,
+        drop_last_frame=True,
+        clip_samples=None,
+        length_policy="pad+trunc",
+    ),
 }
 
 
@@ -298,19 +354,26 @@ def get_preset(name: str, **overrides: Any) -> FrontendConfig:
 
 def num_frames(num_samples: int, cfg: FrontendConfig) -> int:
     """Frames ``LogMel`` produces for ``num_samples`` samples."""
+    drop = int(cfg.drop_last_frame)
     if cfg.center:
-        return num_samples // cfg.hop_length + 1
+        return max(0, num_samples // cfg.hop_length + 1 - drop)
     if num_samples < cfg.n_fft:
         return 0
-    return (num_samples - cfg.n_fft) // cfg.hop_length + 1
+    return max(0, (num_samples - cfg.n_fft) // cfg.hop_length + 1 - drop)
 
 
 def log_floor(cfg: FrontendConfig) -> float:
-    """The value ``LogMel`` gives digital silence (pad mels with it): -100.0 for laion_clap."""
+    """The value ``LogMel`` gives digital silence (pad mels with it): -100.0 for laion_clap.
+
+    With ``top_db`` a clip's silence is raised to its peak - top_db instead; the
+    floor is the lowest value any clip can hold.
+    """
     if cfg.log == "db":
         scale = 10.0 * 2.0 / cfg.power
-        return scale * math.log10(cfg.amin) - scale * math.log10(cfg.ref)
-    return math.log(cfg.amin) - math.log(cfg.ref)
+        v = scale * math.log10(cfg.amin) - scale * math.log10(cfg.ref)
+    else:
+        v = math.log(cfg.amin) - math.log(cfg.ref)
+    return v * cfg.out_scale + cfg.out_offset
 
 
 def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
@@ -473,6 +536,8 @@ class LogMel(torch.nn.Module):
         if x.shape[-1] < self.cfg.n_fft:
             raise AudioclError(f"padded waveform of {x.shape[-1]} samples is shorter than n_fft {self.cfg.n_fft}")
         raw = x.unfold(-1, self.cfg.n_fft, self.cfg.hop_length)
+        if self.cfg.drop_last_frame:
+            raw = raw[..., :-1, :]
         step = self.CPU_FRAME_CHUNK
         if x.device.type == "cpu" and raw.shape[-2] > step:
             # ~256 frames at a time: the [frames, n_fft] temporaries stay in cache and
@@ -494,6 +559,8 @@ class LogMel(torch.nn.Module):
         if self.cfg.top_db is not None:
             peak = out.amax(dim=(-2, -1), keepdim=True)
             out = torch.maximum(out, peak - self.cfg.top_db)
+        if self.cfg.out_scale != 1.0 or self.cfg.out_offset != 0.0:
+            out = out.mul_(self.cfg.out_scale).add_(self.cfg.out_offset)
         return out
 
 

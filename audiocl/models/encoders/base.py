@@ -114,6 +114,7 @@ def _ensure_builtin() -> None:
         small_text,
         speech,
         vector,
+        whisper,
     )
 
 
