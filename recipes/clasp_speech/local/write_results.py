@@ -3,7 +3,7 @@
 
 Every number comes from a file the earlier stages wrote: corpus statistics
 (stage 0), per-stage timings and load averages (run.sh), training summaries
-(stages 3-5) and evaluation JSONs (stage 6). Missing inputs are reported as
+(stages 3-5, 10-11) and evaluation JSONs (stages 6, 12). Missing inputs are reported as
 missing, never filled in. The development log (how often FSDD was evaluated
 while the recipe was designed) is read from ``fsdd_dev_log.md`` beside run.sh.
 
@@ -24,7 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
 from stage_timings import read_timings  # noqa: E402
 
-MODELS = {"en_clip": "English, InfoNCE (clip)", "en_cwcl": "English, CWCL", "ml_clip": "multilingual, InfoNCE"}
+MODELS = {"en_clip": "English, InfoNCE (clip)", "en_cwcl": "English, CWCL", "ml_clip": "multilingual, InfoNCE",
+          "wh_clip": "Whisper tiny.en (frozen) + MiniLM, InfoNCE", "wh_cwcl": "Whisper tiny.en (frozen) + MiniLM, CWCL"}
 
 
 def _json(path: Path) -> dict[str, Any] | None:
