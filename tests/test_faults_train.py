@@ -287,8 +287,10 @@ def test_garbage_safetensors_header_in_a_model_folder(tmp_path, store, capsys):
     weights.write_bytes((2**40).to_bytes(8, "little") + b"{garbage" + weights.read_bytes()[16:])
     before = _hashes(out)
     capsys.readouterr()
+    classes = tmp_path / "classes.txt"  # two classes: a one-class manifest is refused before the model loads
+    classes.write_text("zero\none\n")
     rc = main(["eval", "zeroshot", "--model", str(out / "model"), "--manifest", str(manifest),
-               "--store", str(store_dir), "--out", str(tmp_path / "zs.json")])  # fmt: skip
+               "--store", str(store_dir), "--classes", str(classes), "--out", str(tmp_path / "zs.json")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and str(weights) in err[0] and "safetensors" in err[0], err
     assert _hashes(out) == before and not (tmp_path / "zs.json").exists()

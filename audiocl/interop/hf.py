@@ -296,6 +296,7 @@ def hf_to_model(hf_dir: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
     from audiocl.models import MultiTowerModel
+    from audiocl.models.encoders.hf_text import _has_tokenizer_files
 
     d = Path(hf_dir)
     if not (d / "config.json").is_file():
@@ -315,6 +316,11 @@ def hf_to_model(hf_dir: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     tok_path = None
     max_length = None
     try:
+        # a folder without tokenizer files still "loads" a tokenizer in recent transformers
+        # (built from the config), which the hf_text tower would then refuse: only point
+        # the tower at real tokenizer files
+        if not _has_tokenizer_files(d):
+            raise OSError("no tokenizer files")
         tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
         tok_path = str(d.resolve())
         if 0 < int(tok.model_max_length) < 100000:
