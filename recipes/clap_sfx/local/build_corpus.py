@@ -563,7 +563,11 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             if info.duration < min_dur:
                 skipped.append({"path": path, "why": f"shorter than {min_dur} s"})
                 continue
-            spans, silent = audible_spans(path, clip_spans(info.duration, cfg["clip"]), float(cfg["clip"]["min_rms_db"]))
+            try:
+                spans, silent = audible_spans(path, clip_spans(info.duration, cfg["clip"]), float(cfg["clip"]["min_rms_db"]))
+            except Exception as e:  # a header that reads but audio that does not: reported like the above
+                skipped.append({"path": path, "why": f"unreadable: {e}"})
+                continue
             if silent:
                 skipped.append({"path": path, "why": f"{silent} clip(s) below {cfg['clip']['min_rms_db']} dBFS RMS"})
             if not spans:
