@@ -15,7 +15,9 @@ PYTEST_ARGS ?=
 # recipe tests).
 # Installed when running as root with apt-get; otherwise those tests say why they skip.
 APT_TEST_PKGS := fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds \
-                 sound-theme-freedesktop tuxpaint-data espeak-ng flite wamerican wngerman wfrench wspanish
+                 sound-theme-freedesktop tuxpaint-data gcompris-qt-data minetest-data sonic-pi-samples \
+                 sound-icons frozen-bubble-data scorched3d-data widelands-data 7kaa-data \
+                 espeak-ng flite wamerican wngerman wfrench wspanish
 
 .PHONY: install apt-test-deps test wheel-smoke lint demo clean-venv
 

