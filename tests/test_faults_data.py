@@ -406,6 +406,17 @@ def test_export_refuses_an_id_spelled_like_a_hashed_key(tmp_path: Path, fsdd_row
     assert not (tmp_path / "wds").exists()
 
 
+@pytest.mark.parametrize("template", ["{0} {1}", "{label}", "no slot", "{} and {}"])
+def test_export_bad_text_template_one_line(tmp_path: Path, fsdd_rows, template, capsys) -> None:
+    wav = fsdd_rows[0]["path"]
+    manifest = write_rows(tmp_path / "m.jsonl", [{"id": "x", "path": wav, "labels": ["dog"]}])
+    rc, _, err = run_cli(capsys, "export", "webdataset", "--manifest", str(manifest),
+                         "--out", str(tmp_path / "wds"), "--text-template", template)
+    assert rc == 2
+    one_line_error(err, "--text-template", repr(template))
+    assert not (tmp_path / "wds").exists()
+
+
 # ----------------------------------------------------------------- 7: disk full
 
 

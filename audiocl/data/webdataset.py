@@ -152,6 +152,11 @@ def export_webdataset(
 
     if samples_per_tar < 1:
         raise AudioclError(f"samples per tar must be >= 1, not {samples_per_tar}")
+    if text_template is not None:
+        from audiocl.eval.zeroshot import check_template
+
+        # the same rule as zero-shot prompts: exactly one {} (a "{0} {1}" was an IndexError)
+        check_template(text_template, "--text-template")
     store = None if store_dir is None else FeatureStore(store_dir)
     out = Path(out_dir)
     if out.exists() and any(out.glob("*.tar")):
@@ -187,7 +192,7 @@ def export_webdataset(
             key = keys[item.id]
             texts = list(item.texts)
             if not texts and text_template and item.labels:
-                texts = [text_template.format(", ".join(item.labels))]
+                texts = [text_template.replace("{}", ", ".join(item.labels))]
             meta = {
                 "id": item.id,
                 "text": texts,
