@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +91,17 @@ def tiny_wav_factory(tmp_path: Path) -> WavFactory:
         return p
 
     return make
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run the test with one torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    The CI machine has 2 cores shared with Ray workers; more threads only add contention.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -35,13 +35,7 @@ MODEL_CFG = {
 PROMPT = "This is a sound of {}."
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI machine is shared; more threads only add contention here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,7 @@ from audiocl.eval.report import (
     write_results,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # L-BFGS on tiny problems is dominated by thread hand-offs on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unit(x):

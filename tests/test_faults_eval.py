@@ -22,12 +22,7 @@ DIGITS = ("zero", "one", "two")
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _items(shared_dir: Path, digits=range(3), speakers=("jackson", "theo"), n: int = 2) -> list[dict]:
