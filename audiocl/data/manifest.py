@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from audiocl.errors import AudioclError, InputError
 from audiocl.fsutil import tmp_path
@@ -344,9 +344,14 @@ def _gzip_damage(p: Path) -> str | None:
     return None
 
 
-def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+T = TypeVar("T")
+
+
+def _naming_gzip_damage(p: Path, rows: Iterator[T]) -> Iterator[T]:
+    """Pass ``rows`` through; an ``InputError`` from a damaged gzip says so (a garbled
+    line may only fail validation, which alone would not point at the damage)."""
     try:
-        yield from _iter_dicts_unchecked(p)
+        yield from rows
     except InputError as err:
         damage = None if _GZ_DAMAGED in err.message else _gzip_damage(p)
         if damage is None:
@@ -355,6 +360,10 @@ def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             str(p), f"{_GZ_DAMAGED} ({damage}); {err.message}", line=err.line,
             field=err.field,
         ) from None
+
+
+def _iter_dicts(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    return _naming_gzip_damage(p, _iter_dicts_unchecked(p))
 
 
 def _iter_dicts_unchecked(p: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -419,16 +428,7 @@ def read_manifest(
 
 
 def _read_items(p: Path, resolve_paths: bool, check_duplicates: bool) -> Iterator[AudioItem]:
-    try:
-        yield from _read_items_unchecked(p, resolve_paths, check_duplicates)
-    except InputError as err:
-        damage = None if _GZ_DAMAGED in err.message else _gzip_damage(p)
-        if damage is None:
-            raise
-        raise InputError(
-            str(p), f"{_GZ_DAMAGED} ({damage}); {err.message}", line=err.line,
-            field=err.field,
-        ) from None
+    return _naming_gzip_damage(p, _read_items_unchecked(p, resolve_paths, check_duplicates))
 
 
 def _read_items_unchecked(
