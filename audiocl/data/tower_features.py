@@ -35,14 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from audiocl.data.store import (
-    FEATURES_JSON,
-    FeatureStore,
-    _atomic_write_bytes,
-    _atomic_write_text,
-    shard_name,
-)
+from audiocl.data.store import FEATURES_JSON, FeatureStore, shard_name
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_bytes, atomic_write_text
 
 TOWERS_DIR = "towers"
 FORMAT = "audiocl.tower-features/1"
@@ -148,8 +143,8 @@ class TowerShardWorker:
         buf = io.BytesIO()
         np.save(buf, rows)
         stem = shard_name(shard)
-        _atomic_write_text(self.dir / f"{stem}.ids.json", json.dumps(ids) + "\n")
-        _atomic_write_bytes(self.dir / f"{stem}.npy", buf.getvalue())
+        atomic_write_text(self.dir / f"{stem}.ids.json", json.dumps(ids) + "\n")
+        atomic_write_bytes(self.dir / f"{stem}.npy", buf.getvalue())
         return len(ids)
 
 
@@ -168,7 +163,8 @@ def extract_tower_features(
     ``model_config``: a ModelConfig, dict or YAML/JSON path (only ``tower`` is built).
     Shards already written with the same weights are kept (the run resumes).
     """
-    from audiocl.data.extract import _init_ray, _store_lock
+    from audiocl.data.extract import _store_lock
+    from audiocl.ray_init import start_ray
 
     d = Path(store_dir)
     store = FeatureStore(d)
@@ -200,7 +196,7 @@ def extract_tower_features(
                 import ray
                 import ray.data
 
-                started, cpus = _init_ray(address, workers)
+                started, cpus = start_ray(address, workers)
                 n_actors = max(1, min(workers, cpus, len(todo)))
                 ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
                 ds = ds.map_batches(TowerShardWorker, batch_size=1, num_cpus=1, fn_constructor_kwargs=kw,
@@ -234,14 +230,14 @@ def extract_tower_features(
             "items": len(store),
             "shards": [shard_name(s) for s in shards],
         }
-        _atomic_write_text(out / "tower.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / "tower.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
         fj = d / FEATURES_JSON
         features = json.loads(fj.read_text(encoding="utf-8"))
         features.setdefault("towers", {})[key] = {
             "dir": f"{TOWERS_DIR}/{key}", "encoder": enc_cfg["type"], "weights_sha256": ident["weights_sha256"],
             "dim": ident["dim"], "frontend_hash": doc["frontend_hash"], "input": INPUT_RULE,
         }
-        _atomic_write_text(fj, json.dumps(features, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(fj, json.dumps(features, indent=2, sort_keys=True) + "\n")
     done = sum(n for _, n, _ in results)
     summary = {
         "store": str(d), "tower": tower, "key": key, "items": len(store), "shards": len(shards),
