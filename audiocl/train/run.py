@@ -39,11 +39,10 @@ class Components:
 
 
 def build_loss_from_config(cfg: TrainingConfig) -> nn.Module:
-    from audiocl.losses import build_loss
-    from audiocl.train.loop import LossWithTerms
+    from audiocl.losses import CombinedLoss, build_loss
 
     if cfg.loss.terms:
-        return LossWithTerms([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
+        return CombinedLoss([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
     return build_loss(cfg.loss.name, **cfg.loss.kwargs)
 
 
