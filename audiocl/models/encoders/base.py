@@ -19,17 +19,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 from torch import nn
 
+from audiocl.config_schema import StrictModel, format_validation_error
 from audiocl.errors import AudioclError
-from audiocl.models.config import EncoderConfig, format_validation_error
+from audiocl.models.config import EncoderConfig
 
 
-class EncoderParams(BaseModel):
+class EncoderParams(StrictModel):
     """Base of encoder parameter schemas: unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # encoder parameters may start with ``model_`` (``model_path``)
+    model_config = ConfigDict(protected_namespaces=())
 
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
