@@ -106,12 +106,3 @@ def broadcast_from_rank0(x: Tensor) -> Tensor:
     x = x.contiguous().clone()
     dist.broadcast(x, src=0)
     return x
-
-
-def all_reduce_mean(x: Tensor) -> Tensor:
-    """Mean of a (detached) value over ranks, for logging; identity when local."""
-    if not is_distributed():
-        return x
-    y = x.detach().clone()
-    dist.all_reduce(y, op=dist.ReduceOp.SUM)
-    return y / dist.get_world_size()

@@ -101,16 +101,6 @@ def _det_entries(m: Entries) -> Tensor:
     return total
 
 
-def small_det(m: Tensor) -> Tensor:
-    """Determinant of [..., n, n]: explicit polynomial for n <= 4, LU beyond."""
-    n = m.shape[-1]
-    if n == 0:
-        return m.new_ones(m.shape[:-2])
-    if n > 4:
-        return torch.linalg.det(m)
-    return _det_entries([[m[..., i, j] for j in range(n)] for i in range(n)])
-
-
 def _adjugate_entries(m: Entries) -> Entries:
     """Adjugate (transposed cofactors) of a small symbolic matrix; valid when singular."""
     n = len(m)
