@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_text
 from audiocl.models.config import ModelConfig, load_model_config
 from audiocl.models.licenses import encoder_license, read_licenses, write_licenses
 from audiocl.models.towers import Tower
@@ -194,7 +195,9 @@ class MultiTowerModel(nn.Module):
 
     # ---------------------------------------------------------------- saving
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the model folder atomically (temporary folder, then rename)."""
+        """Write the model folder atomically: its files (fsynced, :mod:`audiocl.fsutil`) into a
+        temporary folder ``.<name>.*`` beside it, then one rename; a killed writer's leftover
+        folder is removed by the next run (:func:`audiocl.train.checkpoint.clean_leftovers`)."""
         from safetensors.torch import save_model
 
         out = Path(directory)
@@ -207,13 +210,13 @@ class MultiTowerModel(nn.Module):
                 if hasattr(enc, "save_assets"):
                     rel = f"towers/{name}"
                     cfg["towers"][name]["encoder"].update(enc.save_assets(tmp / rel, rel))
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            atomic_write_text(tmp / "config.json", json.dumps(cfg, indent=2) + "\n")
             # save_model drops duplicate names of shared (tied) tensors
             save_model(self, str(tmp / "model.safetensors"), metadata={"format": "pt", "audiocl": "1"})
             fe = _frontend_to_dict(self.frontend)
             if fe is not None:
-                (tmp / "frontend.json").write_text(json.dumps(fe, indent=2, sort_keys=True) + "\n")
-            (tmp / "prompts.json").write_text(json.dumps(self.prompts, indent=2, ensure_ascii=False) + "\n")
+                atomic_write_text(tmp / "frontend.json", json.dumps(fe, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(tmp / "prompts.json", json.dumps(self.prompts, indent=2, ensure_ascii=False) + "\n")
             write_licenses(tmp, {n: e for n, e in self.licenses.items() if n in self.towers})
             if out.exists():
                 old = out.with_name(f".{out.name}.old")
