@@ -51,7 +51,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from audiocl.config_schema import StrictModel, format_validation_error
 from audiocl.config_yaml import load_yaml
-from audiocl.errors import AudioclError, InputError
+from audiocl.errors import InputError
+from audiocl.overrides import apply_overrides, parse_override
 
 __all__ = [
     "DataConfig",
@@ -193,39 +194,6 @@ class TrainingConfig(StrictModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into (["a", "b", "c"], the value parsed as YAML)."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise AudioclError(f"override {text!r}: expected key=value with a dotted key, e.g. optim.lr=1e-3")
-    try:
-        parsed = load_yaml(value, "<command line>") if value.strip() else None
-    except InputError as err:
-        raise AudioclError(f"override {text!r}: value is not valid YAML ({err.message})") from None
-    return key.split("."), parsed
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``key=value`` override set (dotted paths)."""
-    import copy
-
-    out = copy.deepcopy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise AudioclError(f"override {text!r}: '{where}' is not a section")
-            node = child
-        node[path[-1]] = value
-    return out
 
 
 def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainingConfig:
