@@ -54,7 +54,7 @@ def _gather_sizes(n: int, device: torch.device) -> list[int]:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor) -> Tensor:
         sizes = _gather_sizes(x.shape[0], x.device)
         n_max = max(sizes)
         xc = x.contiguous()
@@ -69,7 +69,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat([p[:s] for p, s in zip(parts, sizes)], 0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.offset : ctx.offset + ctx.n]

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -103,6 +103,7 @@ class MultiTowerModel(nn.Module):
         #: published weights; written to LICENSES.md by save_pretrained
         self.licenses: dict[str, dict[str, str]] = {}
         for name, tower in self.towers.items():
+            tower = cast(Tower, tower)  # ModuleDict values are typed as Module
             entry = encoder_license(tower.encoder, tower.cfg.encoder.type)
             if entry is not None:
                 self.licenses[name] = entry
@@ -206,10 +207,10 @@ class MultiTowerModel(nn.Module):
         try:
             cfg = self.config.to_dict()
             for name, tower in self.towers.items():
-                enc = tower.encoder
-                if hasattr(enc, "save_assets"):
+                save_assets = getattr(cast(Tower, tower).encoder, "save_assets", None)
+                if save_assets is not None:
                     rel = f"towers/{name}"
-                    cfg["towers"][name]["encoder"].update(enc.save_assets(tmp / rel, rel))
+                    cfg["towers"][name]["encoder"].update(save_assets(tmp / rel, rel))
             atomic_write_text(tmp / "config.json", json.dumps(cfg, indent=2) + "\n")
             # save_model drops duplicate names of shared (tied) tensors
             save_model(self, str(tmp / "model.safetensors"), metadata={"format": "pt", "audiocl": "1"})
@@ -233,7 +234,7 @@ class MultiTowerModel(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> MultiTowerModel:
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> MultiTowerModel:
         """Load a model folder written by :meth:`save_pretrained` (safetensors only)."""
         from safetensors.torch import load_model
 

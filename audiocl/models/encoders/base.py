@@ -17,7 +17,7 @@ returns params that build the architecture without loading pretrained weights
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ConfigDict, ValidationError
 from torch import nn
@@ -71,7 +71,8 @@ def parse_params(cfg: EncoderConfig | dict[str, Any], where: str = "encoder") ->
         cfg = EncoderConfig.model_validate(cfg)
     cls = get_encoder_class(cfg.type)
     try:
-        params = cls.Params.model_validate(cfg.params)
+        # every registered encoder declares a ``Params`` schema (an EncoderParams)
+        params = cast(Any, cls).Params.model_validate(cfg.params)
     except ValidationError as e:
         raise AudioclError(
             f"invalid {where} ({cfg.type}): " + format_validation_error(e)

@@ -260,7 +260,7 @@ class HFTextEncoder(nn.Module):
         mask = enc.get("attention_mask")
         mask = torch.ones_like(ids) if mask is None else mask.to(device)
         kwargs: dict[str, Tensor] = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in enc and getattr(self.model.config, "type_vocab_size", 0):
+        if "token_type_ids" in enc and getattr(self.model.config, "type_vocab_size", None):
             kwargs["token_type_ids"] = enc["token_type_ids"].to(device)
         out = self.model(**kwargs)
         return pool_hidden(out.last_hidden_state, mask, self.params.pooling, getattr(out, "pooler_output", None))
