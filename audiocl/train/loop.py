@@ -5,10 +5,12 @@ AdamW with linear warm-up and cosine decay, gradient clipping, optional bf16
 autocast, gradient-cached accumulation (see :mod:`audiocl.train.accumulate`),
 validation with best-checkpoint tracking (:mod:`audiocl.train.validate`),
 CSV + TensorBoard logs and a progress line with ETA (:mod:`audiocl.train.logs`),
-a data-wait timer, NaN/inf detection and atomic checkpoints that resume exactly. Under ``torch.distributed`` (Ray Train) the model is
-wrapped in DDP and each rank trains on its contiguous part of every global
-batch; the losses gather embeddings with gradient so the contrastive batch
-is global.
+a data-wait timer, NaN/inf detection and atomic checkpoints that resume
+exactly. A loss is a :class:`audiocl.losses.combined.CombinedLoss` (a single
+loss is wrapped as its one term), so a non-finite value names its term. Under
+``torch.distributed`` (Ray Train) the model is wrapped in DDP and each rank
+trains on its contiguous part of every global batch; the losses gather
+embeddings with gradient so the contrastive batch is global.
 """
 
 from __future__ import annotations
