@@ -20,7 +20,7 @@ APT_TEST_PKGS := fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxy
                  sound-icons frozen-bubble-data scorched3d-data widelands-data 7kaa-data \
                  espeak-ng flite wamerican wngerman wfrench wspanish
 
-.PHONY: install apt-test-deps test wheel-smoke lint demo clean-venv
+.PHONY: install apt-test-deps test wheel-smoke lint typecheck demo clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -46,7 +46,7 @@ apt-test-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "not root: tests that need $$missing will be skipped (sudo apt-get install $$missing)"; fi
 
-test: install apt-test-deps wheel-smoke
+test: install apt-test-deps lint typecheck wheel-smoke
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Builds the wheel and runs `audiocl --help` and `audiocl info` from a fresh
@@ -60,8 +60,13 @@ wheel-smoke: install
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" recipes/clap_sfx/run.sh
 
+# ruff on the whole repository (rules in pyproject.toml [tool.ruff])
 lint: install
 	$(VENV)/bin/ruff check .
+
+# mypy on the packages listed in pyproject.toml [tool.mypy] (audiocl/losses, eval, models)
+typecheck: install
+	$(PY) -m mypy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="join this Ray cluster (host:port; default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--shard-size", type=int, default=256, help="items per shard (default 256)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a front-end parameter, e.g. --set n_mels=80 (repeatable)")
+                        help="override a front-end parameter, e.g. --set n_mels=80 (repeatable; the value is YAML)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--store-waveform", action="store_true",
                       help="also store the resampled waveform (16-bit FLAC) beside the log-mel")
@@ -44,18 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["n_mels=80", "f_max=null"]`` -> ``{"n_mels": 80, "f_max": None}`` (JSON values,
-    else the raw string)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise AudioclError(f"--set expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
+    """``["n_mels=80", "f_max=null"]`` -> ``{"n_mels": 80, "f_max": None}``: the values
+    parsed as YAML by :mod:`audiocl.overrides`, as ``audiocl train`` does."""
+    from audiocl.overrides import apply_overrides
+
+    return apply_overrides({}, pairs)
 
 
 def run(args: argparse.Namespace) -> int:

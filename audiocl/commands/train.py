@@ -10,7 +10,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training config (YAML)")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value",
-        help="override config values by dotted path, e.g. optim.lr=1e-3 data.batch_size=64",
+        help="override config values by dotted path, e.g. optim.lr=1e-3 data.batch_size=64 "
+             "(values are YAML)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--set", dest="set_overrides", action="append", default=[], metavar="key=value",
+        help="the same override as a positional key=value (repeatable), as `audiocl extract --set`",
     )  # fmt: skip
     parser.add_argument(
         "--resume", action="store_true",
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.force and not args.resume:
         raise AudioclError("--force only applies with --resume")
 
-    overrides = list(args.overrides)
+    overrides = [*args.overrides, *args.set_overrides]
     for flag, key in (("workers", "distributed.workers"), ("gpus", "distributed.gpus"),
                       ("address", "distributed.address"), ("output", "train.output_dir")):  # fmt: skip
         value = getattr(args, flag)

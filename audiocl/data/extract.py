@@ -37,17 +37,15 @@ from audiocl.data.store import (
     ShardResult,
     StoreParams,
     StoreWriter,
+    canonical_json,
     read_params,
     shard_name,
 )
 from audiocl.errors import AudioclError
 from audiocl.fsutil import atomic_write_bytes, remove_stale_tmp
+from audiocl.ray_init import start_ray
 
 WORK_DIR = ".work"
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -88,7 +86,7 @@ class ShardWorker:
             try:
                 r = self.process(int(shard), str(spec), str(spec_hash))
                 results.append({"shard": r.shard, "done": r.done, "failed": r.failed,
-                                "reasons": _canonical(r.reasons), "cpu": _canonical(r.cpu),
+                                "reasons": canonical_json(r.reasons), "cpu": canonical_json(r.cpu),
                                 "t_start": r.t_start, "t_end": r.t_end, "error": ""})
             except Exception as err:  # a shard-level failure (disk full, ...) is reported, not dropped
                 results.append({"shard": int(shard), "done": 0, "failed": 0, "reasons": "{}",
@@ -228,7 +226,7 @@ def plan_shards(
         return shard, path, hashlib.sha256(body).hexdigest(), len(buf)
 
     for item in read_manifest(Path(manifest).resolve()):
-        buf.append(_canonical({"id": item.id, "path": item.path, "start": item.start,
+        buf.append(canonical_json({"id": item.id, "path": item.path, "start": item.start,
                                "duration": item.duration}) + "\n")
         if len(buf) == shard_size:
             yield flush()
@@ -253,116 +251,6 @@ def _store_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _init_ray(address: str | None, workers: int) -> tuple[bool, int]:
-    """Connect to a cluster (address or RAY_ADDRESS) or start a local instance sized
-    to ``workers``. Returns (whether we started/connected it, CPUs available)."""
-    import ray
-
-    if ray.is_initialized():
-        return False, int(ray.cluster_resources().get("CPU", workers))
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    common = dict(
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        configure_logging=True,
-    )
-    token_source = None
-    if address:
-        token_source = _use_token_auth_if_available()
-    said: list[str] = []
-    try:
-        if address:
-            # Ray's C++ client logs a warning a second while it retries (20 s); keep
-            # that off the terminal and quote it once if joining fails
-            with _stderr_captured(said):
-                ray.init(address=address, **common)
-        else:
-            # the object store only carries tiny rows; keep /dev/shm use small
-            ray.init(num_cpus=workers, object_store_memory=128 * 1024 * 1024, **common)
-    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
-        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        text = " ".join(str(err).split())
-        if said:
-            text += f" (Ray: {said[-1]})"
-        if len(text) > 400:
-            text = text[:397] + "..."
-        hint = ""
-        if address:
-            mode = os.environ.get("RAY_AUTH_MODE", "unset")
-            hint = (
-                f" (auth mode here: {mode}"
-                + (f", token from {token_source}" if token_source else ", no token found")
-                + "). Check that the head runs at that address (`ray status --address "
-                f"{address}`); a head started by `ray start --head` uses token "
-                "authentication when it finds a token (Ray 2.59+): give this machine the "
-                "head's token (`ray get-auth-token` on the head prints it) in "
-                "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
-            )
-        raise AudioclError(f"cannot start or join {where}: {text}{hint}") from None
-    return True, int(ray.cluster_resources().get("CPU", workers))
-
-
-@contextlib.contextmanager
-def _stderr_captured(lines: list[str]) -> Iterator[None]:
-    """Redirect file descriptor 2 (C++ logs write there directly) to a temporary
-    file for the block; afterwards ``lines`` holds its distinct messages, in order,
-    without the ``[time W pid] file.cc:N:`` prefix."""
-    import re
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for raw in tmp.read().decode("utf-8", "replace").splitlines():
-                msg = re.sub(r"^\[[^\]]*\]\s*(\S+\.cc:\d+:\s*)?", "", raw).strip()
-                if msg and msg not in lines:
-                    lines.append(msg)
-
-
-def _ray_token_source() -> str | None:
-    """Where Ray would read an auth token from (in Ray's order), or None."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return "RAY_AUTH_TOKEN"
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if path:
-        return f"RAY_AUTH_TOKEN_PATH={path}" if os.path.isfile(path) else None
-    default = Path.home() / ".ray" / "auth_token"
-    return str(default) if default.is_file() else None
-
-
-def _use_token_auth_if_available() -> str | None:
-    """Join a head the way ``ray start --head`` set it up: Ray 2.59+ starts a head
-    with token authentication whenever a token exists (``~/.ray/auth_token``, which
-    any local ``ray.init()`` creates, or ``RAY_AUTH_TOKEN[_PATH]``), but
-    ``ray.init(address=...)`` only turns it on for ``address="auto"``, so an explicit
-    address fails with "Failed to connect" after ~20 s. With ``RAY_AUTH_MODE`` unset and
-    a token present, turn token mode on, as ``address="auto"`` does; a head without
-    authentication accepts such a client too (checked with Ray 2.60). An explicit
-    ``RAY_AUTH_MODE`` is left as it is. Returns where the token comes from."""
-    source = _ray_token_source()
-    if source is None or "RAY_AUTH_MODE" in os.environ:
-        return source
-    os.environ["RAY_AUTH_MODE"] = "token"
-    try:
-        # refresh Ray's cached config, as Ray's own helper does (private API, hence
-        # the guard: without it the environment variable still reaches ray.init)
-        from ray._raylet import Config
-
-        Config.initialize("")
-    except Exception:
-        pass
-    return source
 
 
 def extract(
@@ -531,7 +419,7 @@ def extract(
             } if done_now else {},
         }
         with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
-            f.write(_canonical({"time": time.time(), **summary}) + "\n")
+            f.write(canonical_json({"time": time.time(), **summary}) + "\n")
         return summary
 
 
@@ -569,7 +457,7 @@ def _run_ray(
     import ray
     import ray.data
 
-    started, cpus = _init_ray(address, workers)
+    started, cpus = start_ray(address, workers)
     timing["ray_init"] = time.perf_counter() - t0
     if workers > cpus:
         print(f"extract: the Ray cluster has {cpus} CPUs; using {cpus} workers, not {workers}",

@@ -302,13 +302,6 @@ def _check_exists(path: Path) -> None:
         raise AudioclError(f"manifest is a directory, expected a .jsonl or .jsonl.gz file: {path}")
 
 
-def iter_manifest_dicts(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, parsed JSON)`` lazily; blank lines are skipped."""
-    p = Path(path)
-    _check_exists(p)
-    return _iter_dicts(p)
-
-
 class _DuplicateKey(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)

@@ -72,7 +72,9 @@ def shard_name(index: int) -> str:
     return f"shard-{index:06d}"
 
 
-def _canonical(obj: Any) -> str:
+def canonical_json(obj: Any) -> str:
+    """The one JSON spelling used for hashes and for files compared byte for byte:
+    sorted keys, no spaces, UTF-8 kept as is."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -227,7 +229,7 @@ def read_params(store_dir: str | os.PathLike) -> StoreParams:
 
 def params_sha256(params: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a store's parameters (recorded in features.json)."""
-    return hashlib.sha256(_canonical(params).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- writing
@@ -419,7 +421,7 @@ class StoreWriter:
                     if e["id"] in seen:
                         raise AudioclError(f"id {e['id']!r} occurs twice in the store")
                     seen.add(e["id"])
-                    fi.write(_canonical({"shard": i, **e}).encode("utf-8") + b"\n")
+                    fi.write(canonical_json({"shard": i, **e}).encode("utf-8") + b"\n")
 
 
 class ShardBuilder:
@@ -503,7 +505,7 @@ class ShardBuilder:
             files[p["waveform"].name] = {"size": p["waveform"].stat().st_size,
                                          "sha256": _sha256_file(p["waveform"])}
         for key, rows in (("index", self.index), ("errors", self.errors)):
-            body = "".join(_canonical(e) + "\n" for e in rows).encode("utf-8")
+            body = "".join(canonical_json(e) + "\n" for e in rows).encode("utf-8")
             atomic_write_bytes(p[key], body)
             files[p[key].name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
         reasons = Counter(str(e.get("reason", "error")) for e in self.errors)
@@ -515,7 +517,7 @@ class ShardBuilder:
             "reasons": dict(sorted(reasons.items())),
             "files": files,
         }
-        atomic_write_text(p["done"], _canonical(marker) + "\n")
+        atomic_write_text(p["done"], canonical_json(marker) + "\n")
         return ShardResult(self.shard, len(self.index), len(self.errors), dict(reasons))
 
 
@@ -836,7 +838,7 @@ def check_store(
                 body = b"".join(r.replace(member, b"", 1) for r in raw_by_shard.get(i, []))
             else:
                 body = "".join(
-                    _canonical({k: v for k, v in e.items() if k != "shard"}) + "\n"
+                    canonical_json({k: v for k, v in e.items() if k != "shard"}) + "\n"
                     for e in entries
                 ).encode("utf-8")
             if hashlib.sha256(body).hexdigest() != idx_info.get("sha256"):
@@ -889,7 +891,7 @@ def content_hash(store_dir: str | os.PathLike) -> str:
     d = Path(store_dir)
     params = read_params(d)
     h = hashlib.sha256()
-    h.update(_canonical(params.to_dict()).encode("utf-8"))
+    h.update(canonical_json(params.to_dict()).encode("utf-8"))
     for name in (INDEX_JSONL, ERRORS_JSONL):
         path = d / name
         if not path.is_file():

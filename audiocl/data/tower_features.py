@@ -163,7 +163,8 @@ def extract_tower_features(
     ``model_config``: a ModelConfig, dict or YAML/JSON path (only ``tower`` is built).
     Shards already written with the same weights are kept (the run resumes).
     """
-    from audiocl.data.extract import _init_ray, _store_lock
+    from audiocl.data.extract import _store_lock
+    from audiocl.ray_init import start_ray
 
     d = Path(store_dir)
     store = FeatureStore(d)
@@ -195,7 +196,7 @@ def extract_tower_features(
                 import ray
                 import ray.data
 
-                started, cpus = _init_ray(address, workers)
+                started, cpus = start_ray(address, workers)
                 n_actors = max(1, min(workers, cpus, len(todo)))
                 ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
                 ds = ds.map_batches(TowerShardWorker, batch_size=1, num_cpus=1, fn_constructor_kwargs=kw,

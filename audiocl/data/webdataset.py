@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from audiocl.errors import AudioclError
-from audiocl.fsutil import atomic_write_text, tmp_path
+from audiocl.fsutil import atomic_open, atomic_write_text
 
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 #: longest key: ``<key>.flac`` must fit the 100-byte name field of a ustar header
@@ -96,35 +98,21 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-class _TarSink:
-    def __init__(self, out: Path, per_tar: int) -> None:
-        self.out = out
-        self.per_tar = per_tar
-        self.sizes: dict[str, int] = {}
-        self._tar: tarfile.TarFile | None = None
-        self._tmp: Path | None = None
-        self._name = ""
-        self._n = 0
-
-    def add(self, key: str, flac: bytes, meta: dict[str, Any]) -> None:
-        if self._tar is None:
-            self._name = f"{len(self.sizes):06d}.tar"
-            self._tmp = tmp_path(self.out / self._name)
-            self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
-            self._n = 0
-        _add(self._tar, f"{key}.flac", flac)
-        _add(self._tar, f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
-        self._n += 1
-        if self._n == self.per_tar:
-            self.close()
-
-    def close(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-            assert self._tmp is not None
-            os.replace(self._tmp, self.out / self._name)
-            self.sizes[self._name] = self._n
-            self._tar = None
+def _write_tars(out: Path, samples: Iterator[tuple[str, bytes, dict[str, Any]]], per_tar: int) -> dict[str, int]:
+    """Write ``(key, flac, meta)`` samples into ``000000.tar``, ``000001.tar``, ... of
+    ``per_tar`` samples each; each tar is written atomically (:func:`audiocl.fsutil.atomic_open`:
+    an error, in the samples or the disk, leaves no partial tar). Returns ``{tar name: samples}``."""
+    sizes: dict[str, int] = {}
+    for first in samples:
+        name = f"{len(sizes):06d}.tar"
+        n = 0
+        with atomic_open(out / name) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, flac, meta in itertools.chain([first], itertools.islice(samples, per_tar - 1)):
+                _add(tar, f"{key}.flac", flac)
+                _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
+                n += 1
+        sizes[name] = n
+    return sizes
 
 
 def export_webdataset(
@@ -168,11 +156,12 @@ def export_webdataset(
         str(manifest),
     )
     out.mkdir(parents=True, exist_ok=True)
-    sink = _TarSink(out, samples_per_tar)
     skipped = 0
     failed: list[dict[str, str]] = []
     from_store = 0
-    try:
+
+    def samples() -> Iterator[tuple[str, bytes, dict[str, Any]]]:
+        nonlocal skipped, from_store
         for item in read_manifest(Path(manifest)):
             if store is not None and item.id not in store:
                 skipped += 1
@@ -189,7 +178,6 @@ def export_webdataset(
             except AudioDecodeError as err:
                 failed.append({"id": item.id, "reason": err.reason, "message": err.detail})
                 continue
-            key = keys[item.id]
             texts = list(item.texts)
             if not texts and text_template and item.labels:
                 texts = [text_template.replace("{}", ", ".join(item.labels))]
@@ -200,17 +188,14 @@ def export_webdataset(
                 "original_data": {k: v for k, v in item.to_dict().items()
                                   if k not in ("id", "path", "texts", "labels") and v is not None},
             }
-            sink.add(key, _flac_bytes(wav, sample_rate), meta)
-        sink.close()
-    except BaseException:
-        if sink._tmp is not None:
-            sink._tmp.unlink(missing_ok=True)
-        raise
-    atomic_write_text(out / "sizes.json", json.dumps(sink.sizes, indent=1, sort_keys=True) + "\n")
+            yield keys[item.id], _flac_bytes(wav, sample_rate), meta
+
+    sizes = _write_tars(out, samples(), samples_per_tar)
+    atomic_write_text(out / "sizes.json", json.dumps(sizes, indent=1, sort_keys=True) + "\n")
     return {
         "out": str(out),
-        "tars": len(sink.sizes),
-        "samples": sum(sink.sizes.values()),
+        "tars": len(sizes),
+        "samples": sum(sizes.values()),
         "audio_from_store": from_store,
         "skipped_not_in_store": skipped,
         "failed": failed,

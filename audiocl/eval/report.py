@@ -172,7 +172,7 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: st
         for i in range(n):
             for j in range(n):
                 if m[i, j]:
-                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                    ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()

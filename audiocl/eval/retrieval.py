@@ -187,6 +187,7 @@ def topk_chunked(
             if pos is not None:
                 # positives inside this chunk, as (row, column-in-chunk) per slot
                 inside = valid & (pc >= g0) & (pc < g1)
+                assert buf is not None  # made above when pos is given
                 for p in range(pc.shape[1]):
                     # float 0/1 in a reused buffer: summing floats is ~2x faster
                     # than summing a bool mask on CPU, and exact below 2**24
@@ -203,6 +204,7 @@ def topk_chunked(
         out_idx[q0:q1] = best_i
         if pos is not None:
             ranks = count + 1 + M.positives_before(thr, valid)
+            assert out_ranks is not None  # allocated when pos is given
             out_ranks[q0:q1] = torch.where(valid, ranks, torch.zeros_like(ranks))
     if out_ranks is not None and squeeze:
         out_ranks = out_ranks[:, 0]

@@ -248,7 +248,7 @@ def grouped_blocks(
 
 def _over_groups(blocks: dict[str, dict[str, Any]], stats: Sequence[str]) -> dict[str, dict[str, float]]:
     keys = [k for k in ("top1", "top5", "mAP", "MRR", "mean_rank") if all(k in v for v in blocks.values())]
-    fns = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}
+    fns: dict[str, Callable[..., Any]] = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}
     return {st: {k: float(fns[st]([v[k] for v in blocks.values()])) for k in keys} for st in stats}
 
 
@@ -443,7 +443,7 @@ def zeroshot(
     if not templates:
         raise AudioclError("no prompt templates")
     fields = [group_by] if isinstance(group_by, str) else list(group_by or [])
-    groups = {f: group_values(items, f, src) for f in fields}
+    groups: dict[str, Sequence[Any]] = {f: group_values(items, f, src) for f in fields}
     if audio is None:
         audio = embed_items_audio(model, items, store=store, tower=audio_tower, batch_size=batch_size)
     elif audio.shape[0] != len(items):

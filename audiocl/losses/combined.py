@@ -15,11 +15,14 @@ from audiocl.errors import AudioclError
 
 
 class CombinedLoss(nn.Module):
-    """``sum_k weight_k * loss_k``.
+    """``L = sum_k weight_k * L_k(outputs, batch)``, a scalar ``Tensor[]``.
 
-    Build from modules (``CombinedLoss([(1.0, ClipLoss()), (0.1, AlignUniformLoss())])``)
-    or by name through ``build_loss("combined", terms=[{"name": "clip", "weight": 1.0,
-    ...options}, ...])``.
+    Build from modules (``CombinedLoss([(1.0, ClipLoss()), (0.1, AlignUniformLoss())])``),
+    from named modules (``CombinedLoss([("clip", 1.0, ClipLoss())])``, as the trainer
+    does for ``loss.terms``) or by name through ``build_loss("combined", terms=[{"name":
+    "clip", "weight": 1.0, ...options}, ...])``. ``last_terms`` maps each term's name
+    (``<k>_<name>`` when a name repeats) to its last value, so a non-finite loss can be
+    blamed on the term that produced it.
     """
 
     def __init__(self, terms: Sequence[Any]):
@@ -34,24 +37,28 @@ class CombinedLoss(nn.Module):
                 opts = dict(term)
                 if "name" not in opts:
                     raise AudioclError(f"combined loss term {k} has no 'name'")
-                name = opts.pop("name")
+                name = str(opts.pop("name"))
                 weight = float(opts.pop("weight", 1.0))
                 module = build_loss(name, **opts)
+            elif len(term) == 3:
+                name, weight, module = term
             else:
                 weight, module = term
                 name = type(module).__name__
             modules.append(module)
             weights.append(float(weight))
-            names.append(f"{k}_{name}")
+            names.append(name)
         self.losses = nn.ModuleList(modules)
         self.weights = weights
-        self.names = names
+        self.names = [f"{k}_{n}" if names.count(n) > 1 else n for k, n in enumerate(names)]
         self.last_terms: dict[str, float] = {}
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> Tensor:
-        total = None
+        total: Tensor | None = None
+        self.last_terms = {}
         for name, w, loss in zip(self.names, self.weights, self.losses):
             v = loss(outputs, batch)
             self.last_terms[name] = float(v.detach())
             total = w * v if total is None else total + w * v
+        assert total is not None  # at least one term (checked in __init__)
         return total

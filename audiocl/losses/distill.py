@@ -105,6 +105,7 @@ class DistillLoss(nn.Module):
         e = D.gather_with_grad(self._lookup(self.teacher, outputs, batch).detach().to(s))
         if self.mode != "kl":
             return embedding_distill_loss(s, e, self.mode)
+        assert self.pair is not None and self.teacher_pair is not None  # checked in __init__ for kl
         y = D.gather_with_grad(self._lookup(self.pair, outputs, batch))
         f = D.gather_with_grad(self._lookup(self.teacher_pair, outputs, batch).detach().to(s))
         t = get_logit_scale(outputs)

@@ -54,7 +54,7 @@ def _gather_sizes(n: int, device: torch.device) -> list[int]:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor) -> Tensor:
         sizes = _gather_sizes(x.shape[0], x.device)
         n_max = max(sizes)
         xc = x.contiguous()
@@ -69,7 +69,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat([p[:s] for p, s in zip(parts, sizes)], 0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.offset : ctx.offset + ctx.n]
@@ -106,12 +106,3 @@ def broadcast_from_rank0(x: Tensor) -> Tensor:
     x = x.contiguous().clone()
     dist.broadcast(x, src=0)
     return x
-
-
-def all_reduce_mean(x: Tensor) -> Tensor:
-    """Mean of a (detached) value over ranks, for logging; identity when local."""
-    if not is_distributed():
-        return x
-    y = x.detach().clone()
-    dist.all_reduce(y, op=dist.ReduceOp.SUM)
-    return y / dist.get_world_size()

@@ -62,13 +62,13 @@ SQRT_EPS = 1e-6
 
 class _SqrtAbs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, u: Tensor) -> Tensor:
         y = u.abs().sqrt()
         ctx.save_for_backward(u, y)
         return y
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, g: Tensor) -> Tensor:
         u, y = ctx.saved_tensors
         return g * torch.sign(u) * 0.5 / y.clamp_min(SQRT_EPS)
 
@@ -98,17 +98,8 @@ def _det_entries(m: Entries) -> Tensor:
         minor = [[row[k] for k in range(n) if k != c] for row in m[1:]]
         term = m[0][c] * _det_entries(minor)
         total = term if total is None else (total + term if c % 2 == 0 else total - term)
+    assert total is not None  # n >= 3 here: the loop ran
     return total
-
-
-def small_det(m: Tensor) -> Tensor:
-    """Determinant of [..., n, n]: explicit polynomial for n <= 4, LU beyond."""
-    n = m.shape[-1]
-    if n == 0:
-        return m.new_ones(m.shape[:-2])
-    if n > 4:
-        return torch.linalg.det(m)
-    return _det_entries([[m[..., i, j] for j in range(n)] for i in range(n)])
 
 
 def _adjugate_entries(m: Entries) -> Entries:
@@ -193,7 +184,7 @@ class _Gram3Volume(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, v: Tensor, s: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, a: Tensor, v: Tensor, s: Tensor) -> Tensor:
         # written as in-place passes over [N_a, N_t]: this function is memory-bound
         n_t = v.shape[0]
         c = (a * a).sum(-1)
@@ -216,7 +207,7 @@ class _Gram3Volume(torch.autograd.Function):
         return vol
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         a, vs, g, dvdd, c, b00, b11, b01, det_b = ctx.saved_tensors
         n_t = vs.shape[0] // 2
         v, s = vs[:n_t], vs[n_t:]

@@ -110,7 +110,7 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, P: Tensor, z: Tensor, t: Tensor, chunk: int, n_mid: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, a: Tensor, P: Tensor, z: Tensor, t: Tensor, chunk: int, n_mid: int) -> Tensor:
         need = ctx.needs_input_grad
         n, d = a.shape
         R, N = P.shape[0], z.shape[0]
@@ -139,7 +139,7 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
 
         starts = list(range(0, n, chunk))
         # Small problems keep pass 1's exponentials for pass 2 instead of recomputing them.
-        keep = [] if n * R * N <= STORE_ELEMENTS and any(need[:4]) else None
+        keep: list[Any] | None = [] if n * R * N <= STORE_ELEMENTS and any(need[:4]) else None
         lse0 = a.new_empty(n)
         partial: list[list[Tensor]] = [[] for _ in range(n_mid + 1)]
         for s in starts:
@@ -175,7 +175,7 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
                 A = a[s : s + chunk]
                 C = A.shape[0]
                 stored = keep[ci] if keep is not None else None
-                if stored is not None:
+                if keep is not None and stored is not None:
                     keep[ci] = None
                     Q = q_buf[: C * R]
                     torch.mul(A[:, None, :], P[None, :, :], out=Q.view(C, R, d))
@@ -230,7 +230,7 @@ class _SymileAllAnchorsLSE(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
+    def backward(ctx, g: Tensor):
         saved = ctx.saved_tensors
         grads = [saved[k] * g if ctx.has[k] else None for k in range(4)]
         return (*grads, None, None)

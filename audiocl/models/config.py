@@ -30,27 +30,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from audiocl.config_schema import StrictModel, format_validation_error
 from audiocl.errors import AudioclError, InputError
 
 Modality = Literal["audio", "speech", "text", "vector"]
-
-
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the dotted path of the offending key."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        if prefix:
-            loc = f"{prefix}.{loc}" if loc else prefix
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown key '{e['loc'][-1]}'"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class EncoderConfig(BaseModel):
@@ -70,7 +53,7 @@ class EncoderConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class ProjectionConfig(_Strict):
+class ProjectionConfig(StrictModel):
     """Map the encoder output to the shared space.
 
     ``linear``: one affine layer. ``mlp``: Linear(in, hidden) - activation -
@@ -87,7 +70,7 @@ class ProjectionConfig(_Strict):
     bias: bool = True
 
 
-class TowerConfig(_Strict):
+class TowerConfig(StrictModel):
     """One modality tower.
 
     ``input_key`` names the entry of the model's input dict this tower reads
@@ -116,7 +99,7 @@ class TowerConfig(_Strict):
         return v
 
 
-class LogitScaleConfig(_Strict):
+class LogitScaleConfig(StrictModel):
     """Temperature stored as a log: logits = exp(min(s, max)) * cosine.
 
     Defaults follow CLIP: init log(1/0.07), clamped at log(100).
@@ -127,14 +110,14 @@ class LogitScaleConfig(_Strict):
     learnable: bool = True
 
 
-class LogitBiasConfig(_Strict):
+class LogitBiasConfig(StrictModel):
     """Additive logit bias b (SigLIP uses init -10); ``init: null`` means no bias."""
 
     init: float | None = None
     learnable: bool = True
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """A multi-tower model: any number of named towers and a shared space."""
 
     towers: dict[str, TowerConfig]

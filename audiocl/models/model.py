@@ -30,12 +30,13 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_text
 from audiocl.models.config import ModelConfig, load_model_config
 from audiocl.models.licenses import encoder_license, read_licenses, write_licenses
 from audiocl.models.towers import Tower
@@ -102,6 +103,7 @@ class MultiTowerModel(nn.Module):
         #: published weights; written to LICENSES.md by save_pretrained
         self.licenses: dict[str, dict[str, str]] = {}
         for name, tower in self.towers.items():
+            tower = cast(Tower, tower)  # ModuleDict values are typed as Module
             entry = encoder_license(tower.encoder, tower.cfg.encoder.type)
             if entry is not None:
                 self.licenses[name] = entry
@@ -194,7 +196,9 @@ class MultiTowerModel(nn.Module):
 
     # ---------------------------------------------------------------- saving
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the model folder atomically (temporary folder, then rename)."""
+        """Write the model folder atomically: its files (fsynced, :mod:`audiocl.fsutil`) into a
+        temporary folder ``.<name>.*`` beside it, then one rename; a killed writer's leftover
+        folder is removed by the next run (:func:`audiocl.train.checkpoint.clean_leftovers`)."""
         from safetensors.torch import save_model
 
         out = Path(directory)
@@ -203,17 +207,17 @@ class MultiTowerModel(nn.Module):
         try:
             cfg = self.config.to_dict()
             for name, tower in self.towers.items():
-                enc = tower.encoder
-                if hasattr(enc, "save_assets"):
+                save_assets = getattr(cast(Tower, tower).encoder, "save_assets", None)
+                if save_assets is not None:
                     rel = f"towers/{name}"
-                    cfg["towers"][name]["encoder"].update(enc.save_assets(tmp / rel, rel))
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+                    cfg["towers"][name]["encoder"].update(save_assets(tmp / rel, rel))
+            atomic_write_text(tmp / "config.json", json.dumps(cfg, indent=2) + "\n")
             # save_model drops duplicate names of shared (tied) tensors
             save_model(self, str(tmp / "model.safetensors"), metadata={"format": "pt", "audiocl": "1"})
             fe = _frontend_to_dict(self.frontend)
             if fe is not None:
-                (tmp / "frontend.json").write_text(json.dumps(fe, indent=2, sort_keys=True) + "\n")
-            (tmp / "prompts.json").write_text(json.dumps(self.prompts, indent=2, ensure_ascii=False) + "\n")
+                atomic_write_text(tmp / "frontend.json", json.dumps(fe, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(tmp / "prompts.json", json.dumps(self.prompts, indent=2, ensure_ascii=False) + "\n")
             write_licenses(tmp, {n: e for n, e in self.licenses.items() if n in self.towers})
             if out.exists():
                 old = out.with_name(f".{out.name}.old")
@@ -230,7 +234,7 @@ class MultiTowerModel(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> MultiTowerModel:
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> MultiTowerModel:
         """Load a model folder written by :meth:`save_pretrained` (safetensors only)."""
         from safetensors.torch import load_model
 

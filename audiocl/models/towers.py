@@ -10,7 +10,7 @@ projection still trains. A frozen tower may cache encoder outputs with
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +143,8 @@ class Tower(nn.Module):
                 f"towers.{name}.projection.dim={dim} differs from embed_dim={embed_dim}; "
                 "all towers must project to the shared space"
             )
-        self.projection = Projection(int(self.encoder.output_dim), cfg.projection, dim)
+        # nn.Module attributes are typed Tensor | Module; every encoder sets an int output_dim
+        self.projection = Projection(int(cast(Any, self.encoder).output_dim), cfg.projection, dim)
         self.normalize = cfg.normalize
         self.frozen = False
         self.cache: FrozenEmbeddingCache | None = None

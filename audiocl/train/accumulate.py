@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from audiocl.models.embed import device_of
+
 __all__ = ["StepOutput", "batch_size_of", "forward_backward", "slice_inputs"]
 
 
@@ -151,7 +153,7 @@ def forward_backward(
     and the returned loss is that non-finite value.
     """
     n = batch_size_of(inputs)
-    device = device or next(model.parameters()).device
+    device = device or device_of(model)
     if micro_batch_size is None or micro_batch_size >= n:
         with autocast():
             outputs = model(inputs)

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_bytes
 
 __all__ = [
     "NonFiniteError",
@@ -67,13 +68,6 @@ _STEP_RE = re.compile(r"^step_(\d{8,})$")
 
 class NonFiniteError(AudioclError):
     """A loss, gradient or parameter became NaN/inf; training stopped."""
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _torch_bytes(obj: Any) -> bytes:
@@ -179,9 +173,9 @@ def write_folder_atomically(final: Path, files: dict[str, bytes]) -> Path:
             shutil.rmtree(tmp)
         tmp.mkdir()
         for name, data in files.items():
-            _fsync_write(tmp / name, data)
+            atomic_write_bytes(tmp / name, data)
         sizes = {name: len(data) for name, data in files.items()}
-        _fsync_write(tmp / "COMPLETE", (json.dumps(sizes, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(tmp / "COMPLETE", (json.dumps(sizes, sort_keys=True) + "\n").encode())
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OSError) and err.errno in _DISK_ERRORS:

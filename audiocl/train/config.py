@@ -47,10 +47,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from audiocl.config_schema import StrictModel, format_validation_error
 from audiocl.config_yaml import load_yaml
-from audiocl.errors import AudioclError, InputError
+from audiocl.errors import InputError
+from audiocl.overrides import apply_overrides, parse_override
 
 __all__ = [
     "DataConfig",
@@ -71,11 +73,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class LossTerm(_Strict):
+class LossTerm(StrictModel):
     """One weighted term of a combined loss."""
 
     name: str
@@ -83,7 +81,7 @@ class LossTerm(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     """``name`` + ``kwargs`` for one loss, or ``terms`` for a weighted sum."""
 
     name: str = "clip"
@@ -91,7 +89,7 @@ class LossConfig(_Strict):
     terms: list[LossTerm] | None = None
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     store: str | None = None
     # paired precomputed inputs (.npz, one array per input) instead of a store
     arrays: str | None = None
@@ -129,7 +127,7 @@ class DataConfig(_Strict):
         return self
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictModel):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.2, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -140,13 +138,13 @@ class OptimConfig(_Strict):
     )
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictModel):
     kind: Literal["cosine", "constant"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     min_lr: float = Field(0.0, ge=0)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     epochs: int | None = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="when set, wins over epochs")
     grad_clip: float | None = Field(1.0, gt=0)
@@ -171,7 +169,7 @@ class TrainConfig(_Strict):
         return self
 
 
-class DistributedConfig(_Strict):
+class DistributedConfig(StrictModel):
     workers: int = Field(1, ge=1)
     gpus: int = Field(0, ge=0, description="GPUs per worker (0 = CPU, gloo)")
     address: str | None = None
@@ -182,7 +180,7 @@ class DistributedConfig(_Strict):
     find_unused_parameters: bool = False
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """The whole training run; ``model`` is the models package's config (dict or path)."""
 
     model: dict[str, Any] | str = Field(default_factory=dict)
@@ -198,53 +196,11 @@ class TrainingConfig(_Strict):
         return self.model_dump(mode="json")
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into (["a", "b", "c"], the value parsed as YAML)."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise AudioclError(f"override {text!r}: expected key=value with a dotted key, e.g. optim.lr=1e-3")
-    try:
-        parsed = load_yaml(value, "<command line>") if value.strip() else None
-    except InputError as err:
-        raise AudioclError(f"override {text!r}: value is not valid YAML ({err.message})") from None
-    return key.split("."), parsed
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``key=value`` override set (dotted paths)."""
-    import copy
-
-    out = copy.deepcopy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise AudioclError(f"override {text!r}: '{where}' is not a section")
-            node = child
-        node[path[-1]] = value
-    return out
-
-
-def _format_error(err: ValidationError) -> tuple[str, str]:
-    first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        return field, f"unknown key '{field}'"
-    return field, f"'{field}': {first['msg']}"
-
-
 def validate_config(raw: dict[str, Any], source: str | None = None) -> TrainingConfig:
     try:
         return TrainingConfig.model_validate(raw)
     except ValidationError as err:
-        field, msg = _format_error(err)
-        raise InputError(source or "<config>", msg, field=None) from None
+        raise InputError(source or "<config>", format_validation_error(err), field=None) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainingConfig:

@@ -19,8 +19,6 @@ attempt resumes from the latest complete checkpoint of this run.
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import uuid
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from audiocl.errors import AudioclError
+from audiocl.ray_init import start_ray
 from audiocl.train.config import TrainingConfig
 
 __all__ = ["train_distributed"]
@@ -134,24 +133,6 @@ def preflight(cfg: TrainingConfig) -> None:
     build_loss_from_config(cfg)
 
 
-def _init_ray(address: str | None, workers: int) -> bool:
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    common = dict(include_dashboard=False, logging_level=logging.ERROR, configure_logging=True)
-    try:
-        if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(num_cpus=workers + 1, object_store_memory=128 * 1024 * 1024, **common)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise AudioclError(f"cannot start or join {where}: {err}") from None
-    return True
-
-
 def train_distributed(
     cfg: TrainingConfig,
     *,
@@ -188,7 +169,9 @@ def train_distributed(
         preflight(cfg)
     if overwrite:
         clear_run(out)
-    started = _init_ray(d.address, d.workers)
+    # one CPU more than the workers for Ray Train's controller; rank 0's progress
+    # lines reach this terminal
+    started, _ = start_ray(d.address, d.workers + 1, worker_output=True)
     storage = Path(d.storage_path).resolve() if d.storage_path else out / "ray"
     name = d.name or out.name
     resources = {"CPU": 1}

@@ -3,20 +3,20 @@
 ``Trainer(cfg, model, loss_fn, train_data, val_data).fit(resume=...)`` runs
 AdamW with linear warm-up and cosine decay, gradient clipping, optional bf16
 autocast, gradient-cached accumulation (see :mod:`audiocl.train.accumulate`),
-validation with best-checkpoint tracking, CSV + TensorBoard logs, a progress
-line with ETA, a data-wait timer, NaN/inf detection and atomic checkpoints
-that resume exactly. Under ``torch.distributed`` (Ray Train) the model is
-wrapped in DDP and each rank trains on its contiguous part of every global
-batch; the losses gather embeddings with gradient so the contrastive batch
-is global.
+validation with best-checkpoint tracking (:mod:`audiocl.train.validate`),
+CSV + TensorBoard logs and a progress line with ETA (:mod:`audiocl.train.logs`),
+a data-wait timer, NaN/inf detection and atomic checkpoints that resume
+exactly. A loss is a :class:`audiocl.losses.combined.CombinedLoss` (a single
+loss is wrapped as its one term), so a non-finite value names its term. Under
+``torch.distributed`` (Ray Train) the model is wrapped in DDP and each rank
+trains on its contiguous part of every global batch; the losses gather
+embeddings with gradient so the contrastive batch is global.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
+from audiocl.losses.combined import CombinedLoss
 from audiocl.train.accumulate import forward_backward
 from audiocl.train.checkpoint import (
     NonFiniteError,
@@ -50,13 +51,10 @@ from audiocl.train.data import (
     TrainData,
     to_device,
 )
+from audiocl.train.logs import Progress, TrainLogs
+from audiocl.train.validate import validate
 
-__all__ = ["FitResult", "LossWithTerms", "Trainer", "lr_at"]
-
-CSV_FIELDS = [
-    "step", "epoch", "loss", "lr", "scale", "grad_norm",
-    "throughput", "data_wait", "step_time", "data_wait_frac",
-]  # fmt: skip
+__all__ = ["FitResult", "Trainer", "lr_at"]
 
 
 def lr_at(step: int, total: int, cfg: TrainingConfig) -> float:
@@ -79,32 +77,6 @@ def lr_at(step: int, total: int, cfg: TrainingConfig) -> float:
     return lo + (base - lo) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 
-class LossWithTerms(nn.Module):
-    """A weighted sum of named losses that remembers each term's last value.
-
-    ``L = sum_k w_k * L_k(outputs, batch)``, scalar ``Tensor[]``. ``last_terms``
-    maps each term's name to its float value, so a non-finite loss can be
-    blamed on the term that produced it.
-    """
-
-    def __init__(self, terms: list[tuple[str, float, nn.Module]]) -> None:
-        super().__init__()
-        self.names = [n for n, _, _ in terms]
-        self.weights = [w for _, w, _ in terms]
-        self.losses = nn.ModuleList([m for _, _, m in terms])
-        self.last_terms: dict[str, float] = {}
-
-    def forward(self, outputs: dict[str, Any], batch: Any = None) -> Tensor:
-        total: Tensor | None = None
-        self.last_terms = {}
-        for name, w, fn in zip(self.names, self.weights, self.losses):
-            value = fn(outputs, batch)
-            self.last_terms[name] = float(value.detach())
-            total = w * value if total is None else total + w * value
-        assert total is not None
-        return total
-
-
 @dataclass
 class FitResult:
     step: int
@@ -114,23 +86,6 @@ class FitResult:
     best_path: Path | None
     output_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _row_step(row: dict[str, Any]) -> int | None:
-    """A log row's step, or None for a row torn short (DictReader fills missing fields with None)."""
-    if any(v is None for v in row.values()) or None in row:
-        return None
-    try:
-        return int(row["step"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}"
 
 
 def _pick_device(cfg: TrainingConfig) -> torch.device:
@@ -160,9 +115,10 @@ class Trainer:
         self.world = dist.get_world_size() if self.distributed else 1
         self.device = device or _pick_device(cfg)
         self.model = model.to(self.device)
-        if not isinstance(loss_fn, LossWithTerms):
+        if not isinstance(loss_fn, CombinedLoss):
+            # one term, so a non-finite loss is blamed on it by name
             name = cfg.loss.name if cfg.loss.terms is None else "loss"
-            loss_fn = LossWithTerms([(name, 1.0, loss_fn)])  # type: ignore[list-item]
+            loss_fn = CombinedLoss([(name, 1.0, loss_fn)])
         self.loss_fn = loss_fn.to(self.device)
         self.train_data = train_data
         self.val_data = val_data
@@ -170,6 +126,7 @@ class Trainer:
         self.on_best = on_best
         self.output_dir = Path(cfg.train.output_dir)
         self.is_main = self.rank == 0
+        self.logs = TrainLogs(self.output_dir, enabled=self.is_main)
 
         B = cfg.data.batch_size
         if B % self.world:
@@ -386,72 +343,13 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------ logging
-    def _open_logs(self, resumed: bool) -> None:
-        self.csv_path = self.output_dir / "train_log.csv"
-        self.val_path = self.output_dir / "val_log.csv"
-        self.tb = None
-        if not self.is_main:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        for path in (self.csv_path, self.val_path):
-            if resumed and path.is_file():
-                # drop rows logged after the checkpoint we resumed from
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
-                # a row torn by a kill or a full disk (no valid step) goes with the later ones
-                keep = [r for r in rows if _row_step(r) is not None and _row_step(r) <= self.step]
-                if path == self.val_path and keep and int(keep[-1]["step"]) == self.step:
-                    self.last_val_step = self.step
-                fields = list(rows[0].keys()) if rows else None
-                tmp = path.with_suffix(".tmp")
-                with open(tmp, "w", newline="") as f:
-                    if fields:
-                        w = csv.DictWriter(f, fieldnames=fields)
-                        w.writeheader()
-                        w.writerows(keep)
-                os.replace(tmp, path)
-            elif not resumed and path.exists():
-                path.unlink()
-        if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
-            with open(self.csv_path, "w", newline="") as f:
-                csv.DictWriter(f, fieldnames=CSV_FIELDS).writeheader()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.step + 1 if resumed else None)
-        except Exception as e:  # tensorboard is optional at run time
-            print(f"warning: TensorBoard disabled ({e.__class__.__name__}: {e})", file=sys.stderr)
-            self.tb = None
-
     def _log_row(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if not self.is_main:
             return
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow({k: row.get(k) for k in CSV_FIELDS})
-        if self.tb is not None:
-            for k in ("loss", "lr", "scale", "grad_norm", "throughput", "data_wait_frac"):
-                v = row.get(k)
-                if v is not None and np.isfinite(v):
-                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+        self.logs.train_row(row)
         if self.report is not None:
             self.report(row)
-
-    def _log_val(self, metrics: dict[str, float]) -> None:
-        if not self.is_main:
-            return
-        new = not self.val_path.exists() or self.val_path.stat().st_size == 0
-        fields = ["step", "epoch", *sorted(metrics)]
-        with open(self.val_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow({"step": self.step, "epoch": self.epoch, **metrics})
-        if self.tb is not None:
-            for k, v in metrics.items():
-                self.tb.add_scalar(f"val/{k.removeprefix('val_')}", v, self.step)
-        parts = " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
-        print(f"validation step {self.step}: {parts}", flush=True)
 
     # ------------------------------------------------------------ non-finite
     def _non_finite(self, what: str, value: float) -> None:
@@ -524,72 +422,14 @@ class Trainer:
         }
 
     # ----------------------------------------------------------- validation
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean val loss and text-match R@1 between the first two towers.
-
-        R@1 (a->t): fraction of items whose most similar text embedding has
-        the same text string as the item's own (duplicate captions such as
-        class names count as hits, so on labelled data this is zero-shot
-        accuracy over the texts present); t->a likewise. ``val_r1`` is their mean.
-        """
+        """Validation metrics of the current model (see :func:`audiocl.train.validate.validate`)."""
         assert self.val_data is not None
-        self.ddp.eval()
-        B = self.cfg.data.batch_size
-        n = len(self.val_data.dataset)
-        sampler = GlobalBatchSampler(
-            n, B, rank=self.rank, world_size=self.world, seed=self.cfg.train.seed,
-            shuffle=False, drop_last=False,
+        return validate(
+            self.ddp, self.loss_fn, self.val_data,
+            batch_size=self.cfg.data.batch_size, seed=self.cfg.train.seed, rank=self.rank,
+            world=self.world, make_loader=self._loader, device=self.device, autocast=self._autocast,
         )  # fmt: skip
-        if self.world > 1 and n % B and n % B < self.world:
-            sampler.drop_last = True
-        loader = self._loader(self.val_data, sampler)
-        tot, count = 0.0, 0
-        embs: dict[str, list[Tensor]] = {}
-        texts: list[str] = []
-        text_tower = None
-        for batch in loader:
-            inputs = self.val_data.to_inputs(batch, (0, 0, 0))
-            inputs_dev = to_device(inputs, self.device)
-            with self._autocast():
-                outputs = self.ddp(inputs_dev)
-            outputs = {**outputs, "embeddings": {k: v.float() for k, v in outputs["embeddings"].items()}}
-            loss = self.loss_fn(outputs, to_device(batch, self.device))
-            m = next(iter(outputs["embeddings"].values())).shape[0]
-            tot += float(loss) * m
-            count += m
-            for k, v in outputs["embeddings"].items():
-                embs.setdefault(k, []).append(v.cpu())
-            for k, v in inputs.items():
-                if isinstance(v, list) and v and isinstance(v[0], str):
-                    text_tower = k
-                    texts.extend(v)
-                    break
-        metrics: dict[str, float] = {}
-        stats = torch.tensor([tot, count], dtype=torch.float64)
-        if self.distributed:
-            dist.all_reduce(stats)
-        metrics["val_loss"] = float(stats[0] / max(stats[1], 1))
-        names = list(embs)
-        if len(names) >= 2:
-            local = {k: torch.cat(v) for k, v in embs.items()}
-            if self.distributed:
-                gathered: list[Any] = [None] * self.world
-                dist.all_gather_object(gathered, (local, texts))
-                local = {k: torch.cat([g[0][k] for g in gathered]) for k in names}
-                texts = [t for g in gathered for t in g[1]]
-            other = text_tower if text_tower in names else names[1]
-            anchor = names[0] if names[0] != other else names[1]
-            a, t = local[anchor], local[other]
-            sim = a @ t.T
-            labels = texts if len(texts) == len(a) else [str(i) for i in range(len(a))]
-            arr = np.asarray(labels, dtype=object)
-            a2t = float(np.mean(arr[sim.argmax(1).numpy()] == arr))
-            t2a = float(np.mean(arr[sim.argmax(0).numpy()] == arr))
-            metrics[f"val_r1_{anchor}_to_{other}"] = a2t
-            metrics[f"val_r1_{other}_to_{anchor}"] = t2a
-            metrics["val_r1"] = (a2t + t2a) / 2
-        return metrics
 
     def _maybe_best(self, metrics: dict[str, float]) -> None:
         key = self.cfg.train.best_metric
@@ -623,7 +463,8 @@ class Trainer:
         resumed = self._resume(force) if resume else False
         if resumed:
             self.last_saved_step = self.step
-        self._open_logs(resumed)
+        if self.logs.open(resumed=resumed, step=self.step) == self.step:
+            self.last_val_step = self.step
         cfg = self.cfg.train
         if self.is_main:
             print(
@@ -634,15 +475,8 @@ class Trainer:
                 flush=True,
             )
         loader = self._loader(self.train_data, self.sampler)
-        use_tqdm = self.is_main and cfg.progress and sys.stderr.isatty()
-        bar = None
-        if use_tqdm:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
+        progress = Progress(self.total_steps, self.step, enabled=self.is_main and cfg.progress)
         last = {"loss": float("nan")}
-        t_start = time.perf_counter()
-        start_step = self.step
         acc_wait = acc_time = 0.0
         acc_items = 0
         while self.step < self.total_steps:
@@ -665,8 +499,7 @@ class Trainer:
                 acc_items += self.cfg.data.batch_size
                 self.step += 1
                 self.batch_in_epoch += 1
-                if bar is not None:
-                    bar.update(1)
+                progress.tick()
                 if result is not None:
                     last = result
                     self.last_loss = result["loss"]
@@ -678,19 +511,7 @@ class Trainer:
                             "data_wait_frac": acc_wait / acc_time if acc_time else None,
                         }  # fmt: skip
                         self._log_row(row)
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{result['loss']:.4f}", lr=f"{result['lr']:.2e}")
-                        elif self.is_main and cfg.progress:
-                            done = self.step - start_step
-                            rate = (time.perf_counter() - t_start) / max(done, 1)
-                            eta = _fmt_time(rate * (self.total_steps - self.step))
-                            print(
-                                f"step {self.step}/{self.total_steps} epoch {self.epoch} "
-                                f"loss {result['loss']:.4f} lr {result['lr']:.2e} "
-                                f"{row['throughput'] or 0:.1f} items/s data_wait "
-                                f"{100 * (row['data_wait_frac'] or 0):.1f}% eta {eta}",
-                                flush=True,
-                            )
+                        progress.logged(row)
                         acc_wait = acc_time = 0.0
                         acc_items = 0
                 if self.val_data is not None and cfg.val_every and self.step % cfg.val_every == 0:
@@ -704,14 +525,12 @@ class Trainer:
                     self._val_and_best()
                 if not cfg.ckpt_every:
                     self.save()
-        if bar is not None:
-            bar.close()
+        progress.close()
         if self.val_data is not None and self.last_val_step != self.step:
             self._val_and_best()
         if self.last_saved_step != self.step:
             self.save()
-        if self.tb is not None:
-            self.tb.close()
+        self.logs.close()
         if self.last_loss is None and self.resumed_loss is not None:
             # a resumed run with no step left reports the loss it stopped at, not NaN
             last = {"loss": self.resumed_loss}
@@ -724,7 +543,8 @@ class Trainer:
     def _val_and_best(self) -> None:
         self.last_val_step = self.step
         metrics = self.validate()
-        self._log_val(metrics)
+        if self.is_main:
+            self.logs.val_row(self.step, self.epoch, metrics)
         if self.report is not None and self.is_main:
             self.report({"step": self.step, **metrics})
         self._maybe_best(metrics)

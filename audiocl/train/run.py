@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from torch import nn
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_text
 from audiocl.train.config import TrainingConfig
 from audiocl.train.data import TrainData
 
@@ -39,11 +39,10 @@ class Components:
 
 
 def build_loss_from_config(cfg: TrainingConfig) -> nn.Module:
-    from audiocl.losses import build_loss
-    from audiocl.train.loop import LossWithTerms
+    from audiocl.losses import CombinedLoss, build_loss
 
     if cfg.loss.terms:
-        return LossWithTerms([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
+        return CombinedLoss([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
     return build_loss(cfg.loss.name, **cfg.loss.kwargs)
 
 
@@ -266,14 +265,8 @@ def export_model(cfg: TrainingConfig, model: nn.Module, output_dir: Path) -> Pat
     if not hasattr(model, "save_pretrained"):
         raise AudioclError("the model has no save_pretrained(); cannot export a model folder")
     out = model.save_pretrained(output_dir / "model")
-    # temporary name then rename: a full disk never leaves half a file
-    final = output_dir / "config.resolved.json"
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # a full disk never leaves half a file
+    atomic_write_text(output_dir / "config.resolved.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     return Path(out)
 
 

@@ -194,7 +194,7 @@ class AisfxEncoder(nn.Module):
             raise AudioclError(
                 f"aisfx encoder needs the 'aisfx' front-end (96 mel bands), got {x.shape[-1]} bands"
             )
-        B, T, _ = x.shape
+        B, T = x.shape[0], x.shape[1]
         bf, hop = self.params.block_frames, self.params.block_hop
         lens = [T] * B if lengths is None else [max(1, min(T, int(n))) for n in lengths.tolist()]
         # frames past a clip's length read as aisfx's zero padding, whatever the batch padded with

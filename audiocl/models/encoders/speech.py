@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from audiocl.errors import AudioclError
+from audiocl.models.embed import device_of
 from audiocl.models.encoders.base import EncoderParams, register_encoder
 from audiocl.models.encoders.cnn import CNNEncoder
 from audiocl.models.encoders.hf_text import _resolve
@@ -85,7 +86,7 @@ class HFSpeechEncoder(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None, **_: object) -> Tensor:
         if x.dim() != 2:
             raise AudioclError(f"hf_speech expects waveforms [B, samples], got {tuple(x.shape)}")
-        device = next(self.model.parameters()).device
+        device = device_of(self.model)
         x = x.to(device)
         b, t = x.shape
         if lengths is None:
