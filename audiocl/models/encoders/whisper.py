@@ -126,7 +126,7 @@ class WhisperSpeechEncoder(nn.Module):
         config._attn_implementation = "sdpa"
         self.config = config
         self.model = WhisperEncoder(config)
-        if p.pretrained:
+        if p.pretrained and p.path is not None:  # (pretrained without a path was refused above)
             state = read_encoder_state(Path(p.path))
             mine = self.model.state_dict()
             missing = sorted(set(mine) - set(state))
