@@ -350,3 +350,20 @@ def test_default_config_trains_from_frozen_extracted_features(shared_dir, tmp_pa
     after = tower.projection.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "the projection did not train"
     assert (Path(res["model_dir"]) / "model.safetensors").is_file()
+
+    # evaluation from the store projects the extracted outputs: no encoder run, same embeddings
+    import numpy as np
+
+    from audiocl.data.store import FeatureStore
+    from audiocl.models.api import load_model
+    from audiocl.models.embed import embed_logmels, embed_store
+
+    model = load_model(res["model_dir"])
+    enc_calls = []
+    model.towers["audio"].encoder.register_forward_hook(lambda *a: enc_calls.append(1))
+    fs = FeatureStore(store)
+    ids = [r["id"] for r in rows]
+    got = embed_store(model, fs, ids)
+    assert enc_calls == []
+    ref = embed_logmels(model, [np.array(fs[i], dtype=np.float32) for i in ids], keys=ids)
+    assert enc_calls and torch.allclose(got, ref, atol=1e-5)
