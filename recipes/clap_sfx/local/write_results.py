@@ -242,6 +242,13 @@ def write(data: Path, exp: Path, out: Path) -> str:
             c = d / "command.txt"
             L.append(c.read_text().strip() if c.is_file() else f"{d}: command.txt missing")
     L.append("```\n")
+    L.append("Extraction (stages 2, 6, 9; `extract()` in `run.sh`): `audiocl extract --manifest "
+             "data/manifests/all.jsonl --out data/store_aisfx --preset aisfx --frozen-tower audio --model-config "
+             "conf/model_aisfx.yaml --workers 2`; the same with `--out data/store_whisper --preset whisper "
+             "--model-config conf/model_whisper.yaml` after `audiocl convert whisper-ct2 --out data/whisper_tiny_en`; "
+             "for the from-scratch model `--out data/store_scratch --preset laion_clap --set sample_rate=16000 "
+             "--set n_fft=512 --set win_length=512 --set hop_length=160 --set f_max=8000 --set clip_samples=80000` "
+             "(no tower).\n")
     L.append("Evaluation: `audiocl eval zeroshot` (held-out classes with `--classes "
              "data/manifests/zeroshot_classes.txt`; the test split over its own classes; the ESC-50 sample) "
              "and `audiocl eval retrieval` (test split), all with `--prompts-file data/manifests/prompts.txt`; "
@@ -281,7 +288,8 @@ def write(data: Path, exp: Path, out: Path) -> str:
         L.append("Both pretrained towers trained the same way (a projection fit on their frozen outputs, "
                  "same loss, optimiser, epochs and seeds), then evaluated on the val split (stage 8; "
                  "97 clips of classes seen in training). The default is the tower that is better here; "
-                 "the test numbers above were not looked at for this choice.\n")
+                 "the choice rests on these val numbers only (the Whisper model is never evaluated on the "
+                 "test, held-out or ESC-50 splits).\n")
         L += comparison_table(exp, val_names, VAL_METRICS)
         L.append(val_loss_row(exp, val_names))
         L.append("")
