@@ -70,8 +70,8 @@ stage1() {
   ${python} local/make_manifests.py --corpus "${data}/corpus" --out "${data}/manifests"
 }
 
-# extract STORE MODEL_CONFIG ARGS...: log-mels of every clip (Ray, --nj workers), then the
-# frozen audio tower of MODEL_CONFIG run once per clip, its outputs written into the store
+# extract STORE MODEL_CONFIG SUMMARY ARGS...: log-mels of every clip (Ray, --nj workers), then the
+# frozen audio tower of MODEL_CONFIG (none when "") run once per clip, its outputs written into the store
 # (training fills the tower's cache from them and never runs the encoder).
 extract() {
   local store=$1 model_config=$2 summary=$3
