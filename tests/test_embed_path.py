@@ -141,11 +141,11 @@ def test_same_clip_same_embedding_through_every_path(policy, clips, tmp_path):
 
 
 def _clap_sfx_model(shared_dir: Path) -> MultiTowerModel:
-    """The main job's architecture (recipes/clap_sfx/conf/train.yaml), randomly initialised,
+    """The main job's from-scratch architecture (recipes/clap_sfx/conf/train_scratch.yaml), randomly initialised,
     with the recipe's front-end (its run.sh: laion_clap at 16 kHz, 10 ms hop, 5 s clips)."""
     import yaml
 
-    conf = Path(__file__).resolve().parents[1] / "recipes" / "clap_sfx" / "conf" / "train.yaml"
+    conf = Path(__file__).resolve().parents[1] / "recipes" / "clap_sfx" / "conf" / "train_scratch.yaml"
     cfg = yaml.safe_load(conf.read_text())
     fe = get_preset("laion_clap", sample_rate=16000, n_fft=512, win_length=512, hop_length=160,
                     f_max=8000.0, clip_samples=80000)

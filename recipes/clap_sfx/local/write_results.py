@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Stage 5 of clap_sfx: RESULTS.md (tables + plots) from the measured outputs.
+"""Stages 5 and 12 of clap_sfx: RESULTS.md (tables + plots) from the measured outputs.
 
 Every number comes from a file the earlier stages wrote: the corpus statistics
-(stage 0), per-stage timings (run.sh), the training log and model weights
-(stage 3) and the evaluation JSONs (stage 4). Missing inputs are reported as
-missing, never filled in.
+(stage 0), per-stage timings (run.sh), each seed's command, training summary,
+log and model weights (stages 3, 7, 10: ``exp/<model>/seed<N>/``) and the
+evaluation JSONs that ``audiocl eval`` wrote (stages 4, 8, 11). Missing inputs
+are reported as missing, never filled in. Means and standard deviations are
+over the seeds found (sample std, n - 1).
 
-    python local/write_results.py --data data --exp exp/clap_sfx --out RESULTS.md
+    python local/write_results.py --data data --exp exp --out RESULTS.md
 """
 
 from __future__ import annotations
@@ -125,65 +127,175 @@ def caption_ceiling(manifest: Path) -> float | None:
     return sum(1 / share[t] for t in caps) / len(caps) if caps else None
 
 
+#: exp/<name>: the models RESULTS.md compares, in table order, with what they are.
+MODELS = {
+    "clap_sfx": "pretrained aisfx (frozen) + MiniLM (frozen), trained projection: `conf/train.yaml` (default)",
+    "whisper": "pretrained Whisper tiny.en encoder (frozen) + MiniLM (frozen): `conf/train_whisper.yaml`",
+    "scratch": "CNN10-tiny from scratch + MiniLM (frozen): `conf/train_scratch.yaml`",
+}
+SHORT = {"clap_sfx": "aisfx (default)", "whisper": "Whisper tiny.en", "scratch": "from scratch"}
+
+
+def seed_dirs(exp: Path, name: str) -> list[Path]:
+    return sorted((p for p in (exp / name).glob("seed*") if re.fullmatch(r"seed\d+", p.name)),
+                  key=lambda p: int(p.name[4:]))
+
+
+def _get(d: dict[str, Any] | None, *keys: str) -> float | None:
+    for k in keys:
+        if d is None:
+            return None
+        d = d.get(k)
+    return d  # type: ignore[return-value]
+
+
+#: (row label, file under seedN/, keys into its JSON, scale to %)
+TEST_METRICS = [
+    ("held-out classes, zero-shot top-1 %", "eval/zeroshot_heldout.json", ("top1",)),
+    ("held-out classes, zero-shot top-5 %", "eval/zeroshot_heldout.json", ("top5",)),
+    ("test split (seen classes), zero-shot top-1 %", "eval/zeroshot_test_seen.json", ("top1",)),
+    ("text-to-audio R@1 %", "eval/retrieval_test.json", ("text_to_audio", "R@1")),
+    ("text-to-audio R@10 %", "eval/retrieval_test.json", ("text_to_audio", "R@10")),
+    ("text-to-audio mAP@10 %", "eval/retrieval_test.json", ("text_to_audio", "mAP@10")),
+    ("audio-to-text R@1 %", "eval/retrieval_test.json", ("audio_to_text", "R@1")),
+    ("audio-to-text R@10 %", "eval/retrieval_test.json", ("audio_to_text", "R@10")),
+    ("ESC-50 sample, zero-shot top-1 %", "eval/zeroshot_esc50_sample.json", ("top1",)),
+]
+VAL_METRICS = [
+    ("val split (seen classes), zero-shot top-1 %", "val/zeroshot_val.json", ("top1",)),
+    ("val text-to-audio R@10 %", "val/retrieval_val.json", ("text_to_audio", "R@10")),
+    ("val text-to-audio mAP@10 %", "val/retrieval_val.json", ("text_to_audio", "mAP@10")),
+    ("val audio-to-text R@10 %", "val/retrieval_val.json", ("audio_to_text", "R@10")),
+]
+
+
+def metric_values(dirs: list[Path], rel: str, keys: tuple[str, ...]) -> list[float]:
+    out = []
+    for d in dirs:
+        v = _get(_json(d / rel), *keys)
+        if v is not None:
+            out.append(100 * float(v))
+    return out
+
+
+def mean_std(xs: list[float], digits: int = 1) -> str:
+    import statistics
+
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f} (1 seed)"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def comparison_table(exp: Path, names: list[str], metrics: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
+    """Mean ± std over seeds, then the per-seed values, one column a model."""
+    dirs = {n: seed_dirs(exp, n) for n in names}
+    L = ["| metric | " + " | ".join(f"{SHORT[n]}: mean ± std | per seed" for n in names) + " |",
+         "|---|" + "---|---|" * len(names)]
+    for label, rel, keys in metrics:
+        cells = []
+        for n in names:
+            xs = metric_values(dirs[n], rel, keys)
+            cells += [mean_std(xs), " / ".join(f"{x:.1f}" for x in xs) or "-"]
+        if any(c != "-" for c in cells):
+            L.append(f"| {label} | " + " | ".join(cells) + " |")
+    return L
+
+
+def val_loss_row(exp: Path, names: list[str]) -> str:
+    cells = []
+    for n in names:
+        xs = [float(t["best_metric"]) for d in seed_dirs(exp, n)
+              if (t := _last_json_line(d / "train_summary.json")) and t.get("best_metric") is not None]
+        cells += [mean_std(xs, 3), " / ".join(f"{x:.3f}" for x in xs) or "-"]
+    return "| best val loss (CLIP, lower is better) | " + " | ".join(cells) + " |"
+
+
+def train_seconds(seed_dir: Path) -> float | None:
+    """Wall seconds of `audiocl train` for one seed, as run.sh measured it (``train_seconds``)."""
+    p = seed_dir / "train_seconds"
+    return float(p.read_text().strip()) if p.is_file() else None
+
+
 def write(data: Path, exp: Path, out: Path) -> str:
     res_dir = out.parent / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
     stats = _json(data / "corpus" / "corpus_stats.json")
-    ev = exp / "eval"
-    zs = _json(ev / "zeroshot_heldout.json")
-    seen = _json(ev / "zeroshot_test_seen.json")
-    ret = _json(ev / "retrieval_test.json")
-    esc = _json(ev / "zeroshot_esc50_sample.json")
-    train_sum = _last_json_line(exp / "train_summary.json")
-    extract_sum = _last_json_line(exp / "extract_summary.json")
-    timings = read_timings(exp / "timings.tsv")  # each stage's latest row
-    command = (exp / "command.txt").read_text().strip() if (exp / "command.txt").is_file() else "./run.sh"
+    main_dirs = seed_dirs(exp, "clap_sfx")
+    main = main_dirs[0] if main_dirs else exp / "clap_sfx" / "seed0"
+    zs = _json(main / "eval" / "zeroshot_heldout.json")
+    timings = read_timings(exp / "clap_sfx" / "timings.tsv")  # each stage's latest row
+    present = [n for n in MODELS if seed_dirs(exp, n)]
     L: list[str] = []
     L.append("# clap_sfx results\n")
-    L.append("Written by `local/write_results.py` (stage 5) from the files the run produced; "
+    L.append("Written by `local/write_results.py` (stages 5 and 12) from the files the run produced; "
              "re-running `./run.sh` rewrites it.\n")
-    L.append("## Command\n")
-    L.append(f"```\ncd recipes/clap_sfx && {command}\n```\n")
+    L.append("## Commands\n")
+    L.append("```\ncd recipes/clap_sfx\n./run.sh                              # stages 0-5: the default model, "
+             "3 seeds\n./run.sh --stage 6 --stop-stage 12     # Whisper candidate on val, from-scratch model, "
+             "this file again\n```\n")
+    L.append("Each training, as run (from `exp/<model>/seedN/command.txt`):\n")
+    L.append("```")
+    for n in present:
+        for d in seed_dirs(exp, n):
+            c = d / "command.txt"
+            L.append(c.read_text().strip() if c.is_file() else f"{d}: command.txt missing")
+    L.append("```\n")
+    L.append("Extraction (stages 2, 6, 9; `extract()` in `run.sh`): `audiocl extract --manifest "
+             "data/manifests/all.jsonl --out data/store_aisfx --preset aisfx --frozen-tower audio --model-config "
+             "conf/model_aisfx.yaml --workers 2`; the same with `--out data/store_whisper --preset whisper "
+             "--model-config conf/model_whisper.yaml` after `audiocl convert whisper-ct2 --out data/whisper_tiny_en`; "
+             "for the from-scratch model `--out data/store_scratch --preset laion_clap --set sample_rate=16000 "
+             "--set n_fft=512 --set win_length=512 --set hop_length=160 --set f_max=8000 --set clip_samples=80000` "
+             "(no tower).\n")
+    L.append("Evaluation: `audiocl eval zeroshot` (held-out classes with `--classes "
+             "data/manifests/zeroshot_classes.txt`; the test split over its own classes; the ESC-50 sample) "
+             "and `audiocl eval retrieval` (test split), all with `--prompts-file data/manifests/prompts.txt`; "
+             "the exact lines are `evaluate()` and `validate()` in `run.sh`.\n")
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         rev = ""
     L.append(f"Machine: {platform.machine()}, {platform.system()}, CPU only; commit {rev or 'unknown'}.\n")
 
-    L.append("## Main numbers\n")
-    L.append("| evaluation | items | classes | metric | value | chance |")
-    L.append("|---|---|---|---|---|---|")
-    if zs:
-        ch = 1 / zs["n_classes"]
-        L.append(f"| zero-shot, held-out classes (never trained on) | {zs['n_items']} | {zs['n_classes']} | top-1 % | "
-                 f"**{_pct(zs['top1'])}** ({zs['top1'] / ch:.1f}x chance) | {_pct(ch)} |")
-        L.append(f"| | | | top-5 % | {_pct(zs['top5'])} | {_pct(min(1.0, 5 * ch))} |")
+    L.append("## Pretrained vs from scratch (test splits, never used for any choice)\n")
+    L.append(f"Over {len(main_dirs)} seeds (mean ± sample std, then each seed). Models: "
+             + "; ".join(f"**{SHORT[n]}**: {MODELS[n]}" for n in present) + ".\n")
+    if main_dirs:
+        L += comparison_table(exp, [n for n in present if n != "whisper"], TEST_METRICS)
+        L.append("")
+        if zs:
+            L.append(f"Held-out classes: {zs['n_items']} clips of {zs['n_classes']} classes no training clip has "
+                     f"(chance {_pct(1 / zs['n_classes'])} % top-1). ")
+        esc = _json(main / "eval" / "zeroshot_esc50_sample.json")
+        if esc:
+            L.append(f"The ESC-50 sample (`../shared/data/esc50-sample`) is {esc['n_items']} clips of "
+                     f"{esc['n_classes']} classes (chance {_pct(1 / esc['n_classes'])} %): a smoke check, "
+                     "never trained or tuned on; one clip is 7 points.")
+        L.append("")
+        ceil = caption_ceiling(data / "manifests" / "test.jsonl")
+        if ceil is not None:
+            L.append(f"Captions here are made from labels, so several test clips share each caption; the "
+                     f"caption's own clip can then be ranked first for only one of them. The best "
+                     f"text-to-audio R@1 any model could reach on this test split is {_pct(ceil)} %.\n")
     else:
-        L.append("| zero-shot, held-out classes | missing | | | | |")
-    if seen:
-        ch = 1 / seen["n_classes"]
-        L.append(f"| zero-shot, test split, seen classes | {seen['n_items']} | {seen['n_classes']} | top-1 % | "
-                 f"{_pct(seen['top1'])} | {_pct(ch)} |")
-    if ret:
-        t2a, a2t = ret["text_to_audio"], ret["audio_to_text"]
-        L.append(f"| text-to-audio retrieval, test split | {ret['n_audio']} clips, {ret['n_text']} captions | | "
-                 f"R@1 / R@10 / mAP@10 % | {_pct(t2a['R@1'])} / {_pct(t2a['R@10'])} / {_pct(t2a['mAP@10'])} | "
-                 f"{_pct(1 / ret['n_audio'])} / {_pct(min(1, 10 / ret['n_audio']))} / - |")
-        L.append(f"| audio-to-text retrieval, test split | | | R@1 / R@10 / mAP@10 % | "
-                 f"{_pct(a2t['R@1'])} / {_pct(a2t['R@10'])} / {_pct(a2t['mAP@10'])} | |")
-    if esc:
-        ch = 1 / esc["n_classes"]
-        L.append(f"| zero-shot, ESC-50 sample (`../shared/data/esc50-sample`) | {esc['n_items']} | {esc['n_classes']} | "
-                 f"top-1 % | {_pct(esc['top1'])} | {_pct(ch)} |")
-    L.append("")
-    ceil = caption_ceiling(data / "manifests" / "test.jsonl")
-    if ret and ceil is not None:
-        L.append(f"Captions here are made from labels, so several test clips share each caption; the "
-                 f"caption's own clip can then be ranked first for only one of them. The best "
-                 f"text-to-audio R@1 any model could reach on this test split is {_pct(ceil)} %.\n")
+        L.append("missing (stages 3-4 have not run)\n")
+
+    val_names = [n for n in present if any((d / "val").is_dir() for d in seed_dirs(exp, n))]
+    if val_names:
+        L.append("## Choosing the audio tower (val split only)\n")
+        L.append("Both pretrained towers trained the same way (a projection fit on their frozen outputs, "
+                 "same loss, optimiser, epochs and seeds), then evaluated on the val split (stage 8; "
+                 "97 clips of classes seen in training). The default is the tower that is better here; "
+                 "the choice rests on these val numbers only (the Whisper model is never evaluated on the "
+                 "test, held-out or ESC-50 splits).\n")
+        L += comparison_table(exp, val_names, VAL_METRICS)
+        L.append(val_loss_row(exp, val_names))
+        L.append("")
 
     if zs and zs.get("per_class"):
-        L.append("### Held-out classes (zero-shot split)\n")
+        L.append(f"### Held-out classes, default model, seed {main.name[4:]}\n")
         L.append("| class | clips | top-1 % |")
         L.append("|---|---|---|")
         for c, v in zs["per_class"].items():
@@ -192,34 +304,6 @@ def write(data: Path, exp: Path, out: Path) -> str:
         L.append(f"Prompts (ensemble): {', '.join('`' + p + '`' for p in zs.get('prompts', []))}\n")
         if plot_confusion(zs, res_dir / "zeroshot_heldout_confusion.png"):
             L.append("![held-out confusion](results/zeroshot_heldout_confusion.png)\n")
-
-    variants = sorted((exp.parent / "variants").glob("*/eval/zeroshot_heldout.json"))
-    if variants:
-        L.append("### Variants (same data; `local/run_variant.sh NAME key=value ...`)\n")
-        L.append("Other trainings of `conf/train.yaml` with the overrides shown, evaluated the same way. "
-                 "They show how much the held-out number moves with the seed and the design.\n")
-        L.append("| variant | command | held-out top-1 % | held-out top-5 % | seen-class test top-1 % |")
-        L.append("|---|---|---|---|---|")
-        if zs:
-            L.append(f"| main run (above) | `./run.sh` | {_pct(zs['top1'])} | {_pct(zs['top5'])} | "
-                     f"{_pct(seen['top1']) if seen else '-'} |")
-        for p in variants:
-            d = p.parent.parent
-            v = _json(p)
-            vs = _json(d / "eval" / "zeroshot_test_seen.json")
-            cmd = (d / "command.txt").read_text().strip() if (d / "command.txt").is_file() else "?"
-            L.append(f"| {d.name} | `{cmd}` | {_pct(v['top1'])} | {_pct(v['top5'])} | "
-                     f"{_pct(vs['top1']) if vs else '-'} |")
-        L.append("")
-        seeds = [zs["top1"]] if zs else []
-        seeds += [_json(p)["top1"] for p in variants if re.fullmatch(r"seed\d+", p.parent.parent.name)]
-        if len(seeds) > 1:
-            import statistics
-
-            mean = statistics.mean(seeds)
-            L.append(f"Held-out top-1 over {len(seeds)} seeds of `conf/train.yaml` (the main run and the "
-                     f"`seedN` variants): mean {_pct(mean)} % ({mean * zs['n_classes']:.1f}x chance), "
-                     f"min {_pct(min(seeds))}, max {_pct(max(seeds))}.\n")
 
     L.append("## Corpus\n")
     if stats:
@@ -240,25 +324,35 @@ def write(data: Path, exp: Path, out: Path) -> str:
     else:
         L.append("missing (stage 0 has not run)\n")
 
-    L.append("## Model\n")
-    model_dir = exp / "train" / "model"
-    if (model_dir / "model.safetensors").is_file():
+    L.append("## Models: size and training\n")
+    L.append("| model | part | parameters | trained |")
+    L.append("|---|---|---|---|")
+    for n in present:
+        model_dir = seed_dirs(exp, n)[0] / "train" / "model"
+        if not (model_dir / "model.safetensors").is_file():
+            continue
         pc = param_counts(model_dir)
-        total = sum(pc.values())
-        L.append("| part | parameters |")
-        L.append("|---|---|")
+        frozen = ("towers.text.encoder",) if n == "scratch" else ("towers.text.encoder", "towers.audio.encoder")
         for k, v in sorted(pc.items()):
-            L.append(f"| {k} | {v:,} |")
-        L.append(f"| total in model.safetensors | {total:,} |")
-        trainable = sum(v for k, v in pc.items() if not k.startswith("towers.text.encoder"))
-        L.append(f"\nTrainable (everything but the frozen MiniLM text encoder): {trainable:,}. "
-                 f"Model folder: `{model_dir}` (use it with `audiocl eval zeroshot --model`).\n")
-    else:
-        L.append("missing (stage 3 has not run)\n")
-    if train_sum:
-        L.append(f"Training: {train_sum.get('steps')} steps, {train_sum.get('epochs')} epochs, "
-                 f"last train loss {train_sum.get('last_loss'):.3f}, best val loss {train_sum.get('best_metric'):.3f}.\n")
-    if plot_loss(exp / "train" / "train_log.csv", res_dir / "train_loss.png"):
+            L.append(f"| {SHORT[n]} | {k} | {v:,} | {'no (frozen)' if k in frozen else 'yes'} |")
+        trainable = sum(v for k, v in pc.items() if k not in frozen)
+        L.append(f"| {SHORT[n]} | **total** | {sum(pc.values()):,} | {trainable:,} trained |")
+    L.append("")
+    L.append("| model | seed | steps | epochs | last train loss | best val loss | training wall s |")
+    L.append("|---|---|---|---|---|---|---|")
+    for n in present:
+        for d in seed_dirs(exp, n):
+            t = _last_json_line(d / "train_summary.json") or {}
+            secs = train_seconds(d)
+            last = t.get("last_loss")
+            best = t.get("best_metric")
+            L.append(f"| {SHORT[n]} | {d.name[4:]} | {t.get('steps', '-')} | {t.get('epochs', '-')} | "
+                     f"{f'{last:.3f}' if last is not None else '-'} | {f'{best:.3f}' if best is not None else '-'} | "
+                     f"{f'{secs:.0f}' if secs is not None else '-'} |")
+    L.append("")
+    L.append(f"Default model folder: `{main / 'train' / 'model'}` (use it with `audiocl eval zeroshot --model`); "
+             "it carries the towers' licences and attributions in `LICENSES.md`.\n")
+    if plot_loss(main / "train" / "train_log.csv", res_dir / "train_loss.png"):
         L.append("![training loss](results/train_loss.png)\n")
 
     L.append("## Time per stage (wall clock, this run)\n")
@@ -268,12 +362,19 @@ def write(data: Path, exp: Path, out: Path) -> str:
         for t in timings:
             L.append(f"| {t.stage} | {t.name} | {t.seconds} | {t.load} |")
         L.append("")
-        L.append(f"Total of the stages above: {sum(t.seconds for t in timings)} s.\n")
+        default = [t for t in timings if t.stage <= 5]
+        L.append(f"Stages 0-5 (the default `./run.sh`, what `make demo` runs): {sum(t.seconds for t in default)} s; "
+                 f"all stages listed: {sum(t.seconds for t in timings)} s.\n")
         L.append("The machine was shared with other jobs; a load average above 2 means the stage "
                  "got only part of the two cores, so these times are upper bounds.\n")
-    if extract_sum:
-        L.append(f"Extraction: {extract_sum.get('done')} clips, {extract_sum.get('failed')} failed, "
-                 f"{extract_sum.get('clips_per_second')} clips/s with {extract_sum.get('workers')} Ray workers.\n")
+    for n in present:
+        es = _last_json_line(exp / n / "extract_summary.json")
+        if not es:
+            continue
+        towers = "".join(f"; tower `{t['key']}`: {t['items']} clips, {t['cpu_ms_per_clip']} ms CPU a clip, "
+                         f"{t['wall_seconds']} s wall" for t in es.get("towers", []))
+        L.append(f"Extraction for {SHORT[n]}: {es.get('done')} clips, {es.get('failed')} failed, "
+                 f"{es.get('clips_per_second')} clips/s with {es.get('workers')} Ray workers{towers}.\n")
     text = "\n".join(L).rstrip() + "\n"
     out.write_text(text)
     return text
@@ -282,7 +383,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="write RESULTS.md for clap_sfx")
     ap.add_argument("--data", default="data")
-    ap.add_argument("--exp", default="exp/clap_sfx")
+    ap.add_argument("--exp", default="exp", help="the folder holding clap_sfx/, whisper/, scratch/")
     ap.add_argument("--out", default="RESULTS.md")
     args = ap.parse_args(argv)
     write(Path(args.data), Path(args.exp), Path(args.out))
