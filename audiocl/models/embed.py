@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from audiocl.errors import AudioclError
 if TYPE_CHECKING:
     from audiocl.audio.length import Piece
     from audiocl.models.model import MultiTowerModel
+    from audiocl.models.towers import Tower
 
 __all__ = [
     "LONG_CLIPS",
@@ -342,7 +343,7 @@ def embed_store(
     rows = stored_tower_outputs(model, store, name, ids)
     if rows is not None:
         # the frozen encoder's outputs were computed once at extraction: project them
-        tw = model.towers[name]
+        tw = cast("Tower", model.towers[name])  # ModuleDict values are typed as Module
         with inference(model):
             z = tw.projection(rows.to(device_of(model))).float().cpu()
         return F.normalize(z, dim=-1) if tw.normalize else z
@@ -362,7 +363,7 @@ def stored_tower_outputs(model: MultiTowerModel, store: Any, name: str, ids: Seq
     """
     from audiocl.data.tower_features import load_tower_features, store_tower_keys, tower_identity
 
-    tw = model.towers[name]
+    tw = cast("Tower", model.towers[name])
     if tw.cache is None or _frontend(model).clip_frames is not None or not store_tower_keys(store.dir):
         return None
     enc_cfg = {"type": tw.cfg.encoder.type, **tw.cfg.encoder.params}
