@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -474,25 +474,47 @@ def _run_ray(
 
         logmel = LogMel(FrontendConfig.from_dict(params.frontend))  # ~100 kB of buffers
     rows = [{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]} for t in todo]
+    run_shard_actors(
+        ShardWorker, rows, {"store_dir": str(out), "logmel": logmel}, workers, record,
+        what="extraction", retry="fix the cause and run again with --resume",
+    )
+    return started
+
+
+def run_shard_actors(
+    worker: type,
+    rows: list[dict[str, Any]],
+    kwargs: dict[str, Any],
+    workers: int,
+    record: Callable[[dict[str, Any]], None],
+    *,
+    what: str,
+    retry: str,
+) -> None:
+    """One Ray Data actor pool of ``min(workers, len(rows))`` ``worker(**kwargs)`` actors
+    (1 CPU each), one row (a shard) a call; ``record`` gets each result row as it
+    arrives. Ray is already started. A Ray error (e.g. an actor that cannot reach the
+    store folder on another node) becomes one ``AudioclError`` line; the shards
+    finished so far are kept, which ``retry`` tells the user how to use."""
+    import ray
+    import ray.data
+
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        ShardWorker,
+        worker,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))),
-        fn_constructor_kwargs={"store_dir": str(out), "logmel": logmel},
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(rows)))),
+        fn_constructor_kwargs=kwargs,
         num_cpus=1,
     )
     try:
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
             record({k: v[0] for k, v in batch.items()})
     except ray.exceptions.RayError as err:
-        # e.g. an actor that cannot reach the store folder on another node; the
-        # shards finished so far are kept
         lines = [ln for ln in str(err).splitlines() if ln.strip()]
         raise AudioclError(
-            f"extraction failed under Ray ({type(err).__name__}: {lines[-1] if lines else ''}); "
-            "finished shards are kept: fix the cause and run again with --resume"
+            f"{what} failed under Ray ({type(err).__name__}: {lines[-1] if lines else ''}); "
+            f"finished shards are kept: {retry}"
         ) from err
-    return started
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -163,7 +163,7 @@ def extract_tower_features(
     ``model_config``: a ModelConfig, dict or YAML/JSON path (only ``tower`` is built).
     Shards already written with the same weights are kept (the run resumes).
     """
-    from audiocl.data.extract import _store_lock
+    from audiocl.data.extract import _store_lock, run_shard_actors
     from audiocl.ray_init import start_ray
 
     d = Path(store_dir)
@@ -193,23 +193,11 @@ def extract_tower_features(
         started = False
         try:
             if todo and use_ray:
-                import ray
-                import ray.data
-
                 started, cpus = start_ray(address, workers)
-                n_actors = max(1, min(workers, cpus, len(todo)))
-                ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
-                ds = ds.map_batches(TowerShardWorker, batch_size=1, num_cpus=1, fn_constructor_kwargs=kw,
-                                    compute=ray.data.ActorPoolStrategy(size=n_actors))
-                try:
-                    for b in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
-                        record({k: v[0] for k, v in b.items()})
-                except ray.exceptions.RayError as err:
-                    lines = [ln for ln in str(err).splitlines() if ln.strip()]
-                    raise AudioclError(
-                        f"tower extraction failed under Ray ({type(err).__name__}: {lines[-1] if lines else ''}); "
-                        "finished shards are kept: run again to complete"
-                    ) from err
+                run_shard_actors(
+                    TowerShardWorker, [{"shard": s} for s in todo], kw, min(workers, cpus), record,
+                    what="tower extraction", retry="run again to complete",
+                )
             elif todo:
                 w = TowerShardWorker(**kw, single_thread=False)
                 for s in todo:
