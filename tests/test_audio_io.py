@@ -69,6 +69,25 @@ def test_segment_equals_slice_of_full_decode(tiny_wav_factory, suffix: str) -> N
     np.testing.assert_array_equal(seg, full[:, a : a + seg.shape[1]])
 
 
+@pytest.mark.parametrize("suffix", [".flac", ".wav", ".mp3"])
+def test_bytes_decode_equals_file_decode(tiny_wav_factory, suffix: str) -> None:
+    # tar members and arrow rows arrive as encoded bytes; they must decode exactly as the file
+    p = tiny_wav_factory("b" + suffix, data=two_tones(2.0), sample_rate=SR)
+    data = Path(p).read_bytes()
+    for kw in ({}, {"start": 0.5, "duration": 0.25}):
+        a, sr_a = load_audio(p, **kw)
+        b, sr_b = load_audio(data, name="shard.tar:k" + suffix, **kw)
+        assert sr_a == sr_b
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(AudioDecodeError) as e:
+        load_audio(b"not audio", name="shard.tar:bad.flac")
+    assert e.value.reason == "unreadable" and str(e.value).startswith("shard.tar:bad.flac: ")
+    assert "BytesIO" not in str(e.value)
+    with pytest.raises(AudioDecodeError) as e:
+        load_audio(b"", name="shard.tar:empty.flac")
+    assert e.value.reason == "empty"
+
+
 def test_segment_past_end_is_cut_and_start_past_end_fails(tiny_wav_factory) -> None:
     p = tiny_wav_factory("e.flac", data=two_tones(1.0), sample_rate=SR)
     x, sr = load_audio(p, start=0.75, duration=10.0)

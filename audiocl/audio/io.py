@@ -15,6 +15,7 @@ Failures raise :class:`AudioDecodeError` with a machine-readable ``reason``
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -138,22 +139,37 @@ def probe(path: str | os.PathLike) -> dict[str, int | float | str]:
 
 
 def load_audio(
-    path: str | os.PathLike, *, start: float = 0.0, duration: float | None = None
+    path: str | os.PathLike | bytes,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    name: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode ``[start, start + duration)`` seconds of ``path``.
 
-    Returns ``(x, sr)`` with ``x`` float32 of shape ``[channels, samples]`` at the
-    file's own rate. ``duration=None`` reads to the end; a segment running past
-    the end is cut at the end (a user's duration rounded up must not fail).
-    Only the segment is decoded (seek, then read).
+    ``path`` is a file, or the encoded bytes of one (a tar member, an arrow
+    row's embedded audio); for bytes, ``name`` is what errors call the source
+    (e.g. ``shard.tar:key.flac``). Returns ``(x, sr)`` with ``x`` float32 of
+    shape ``[channels, samples]`` at the file's own rate. ``duration=None``
+    reads to the end; a segment running past the end is cut at the end (a
+    user's duration rounded up must not fail). Only the segment is decoded
+    (seek, then read).
     """
-    p = check_file(path)
+    src: str | io.BytesIO
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        p: str | Path = name or "<bytes>"
+        if len(path) == 0:
+            raise AudioDecodeError(p, "empty", "zero bytes")
+        src = io.BytesIO(bytes(path))
+    else:
+        p = check_file(path)
+        src = str(p)
     if not math.isfinite(start) or start < 0:
         raise AudioDecodeError(p, "out_of_range", f"start={start} s is negative or not finite")
     if duration is not None and (not math.isfinite(duration) or duration < 0):
         raise AudioDecodeError(p, "out_of_range", f"duration={duration} s is negative or not finite")
     try:
-        with sf.SoundFile(str(p)) as f:
+        with sf.SoundFile(src) as f:
             sr = int(f.samplerate)
             total = int(f.frames)
             if f.channels < 1:
@@ -188,7 +204,10 @@ def load_audio(
     except AudioDecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioDecodeError(p, "unreadable", str(e).strip() or type(e).__name__) from None
+        detail = str(e).strip() or type(e).__name__
+        if not isinstance(src, str):  # not "Error opening <_io.BytesIO object at 0x...>: "
+            detail = re.sub(r"^Error opening <[^>]*>:\s*", "", detail)
+        raise AudioDecodeError(p, "unreadable", detail) from None
     if x.shape[0] == 0:
         raise AudioDecodeError(p, "empty", "no samples in the file or segment")
     # soundfile gives [samples, channels]; the project convention is channels first.
@@ -238,14 +257,16 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 def load_mono(
-    path: str | os.PathLike,
+    path: str | os.PathLike | bytes,
     sample_rate: int,
     *,
     start: float = 0.0,
     duration: float | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
-    """Decode a segment, mix it to mono and resample it to ``sample_rate``: float32 ``[samples]``."""
-    x, sr = load_audio(path, start=start, duration=duration)
+    """Decode a segment (of a file or of encoded bytes, see :func:`load_audio`), mix
+    it to mono and resample it to ``sample_rate``: float32 ``[samples]``."""
+    x, sr = load_audio(path, start=start, duration=duration, name=name)
     return resample(to_mono(x), sr, sample_rate)
 
 
