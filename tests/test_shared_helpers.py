@@ -79,3 +79,13 @@ def test_combined_loss_names_terms_and_keeps_only_the_last_values():
     twice = CombinedLoss([("clip", 1.0, clip), ("clip", 2.0, clip)])
     twice(out)
     assert set(twice.last_terms) == {"0_clip", "1_clip"}
+
+
+def test_require_names_the_extra() -> None:
+    from audiocl.errors import AudioclError
+    from audiocl.extras import require
+
+    assert require("json", "none").dumps([1]) == "[1]"
+    with pytest.raises(AudioclError, match=r"audiocl prepare x needs the optional package "
+                       r"'no_such_pkg_xyz': pip install 'audiocl\[x\]'"):
+        require("no_such_pkg_xyz.sub", "x", feature="audiocl prepare x")
