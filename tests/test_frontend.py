@@ -26,7 +26,6 @@ from audiocl.audio.length import (
     apply_length_policy,
     apply_length_policy_frames,
     fusion_views,
-    sliding_windows,
 )
 from audiocl.errors import AudioclError
 
@@ -392,21 +391,3 @@ def test_fusion_views() -> None:
         np.testing.assert_array_equal(sv[k], apply_length_policy_frames(short, 1001, "repeatpad"))
     ev, longer = fusion_views(mel[:1001], 1001)
     assert not longer and np.array_equal(ev[3], mel[:1001])
-
-
-def test_sliding_windows_cover_the_clip() -> None:
-    x = np.arange(1, 1001, dtype=np.float32)
-    w = sliding_windows(x, 300, 200)
-    assert w.shape == (5, 300)  # 1 + ceil((1000 - 300) / 200)
-    for i, row in enumerate(w):
-        seg = x[i * 200 : i * 200 + 300]
-        np.testing.assert_array_equal(row[: len(seg)], seg)
-        assert np.all(row[len(seg) :] == 0)
-    covered = np.unique(w[w > 0])
-    np.testing.assert_array_equal(covered, x)
-    assert sliding_windows(x[:10], 300, 200).shape == (1, 300)
-    assert sliding_windows(x, 1000, 500).shape == (1, 1000)
-    mel = np.zeros((2500, 64), dtype=np.float32)
-    assert sliding_windows(mel, 1001, 1001, pad_value=-100.0).shape == (3, 1001, 64)
-    with pytest.raises(AudioclError):
-        sliding_windows(x, 0, 1)

@@ -197,29 +197,6 @@ def fusion_views(
     return _back(views, was_torch), True
 
 
-def sliding_windows(x: Any, win: int, hop: int, *, pad_value: float = 0.0) -> Any:
-    """Cut ``x`` along axis 0 into windows of ``win`` every ``hop``: ``[n_windows, win, ...]``.
-
-    Works for a waveform ``[T]`` (-> ``[n, win]``) and a mel ``[frames, n_mels]``
-    (-> ``[n, win, n_mels]``). ``n = 1 + ceil(max(0, T - win) / hop)``, so every
-    sample is in some window; the last window is padded with ``pad_value``.
-    """
-    a, was_torch = _as_numpy(x)
-    if win <= 0 or hop <= 0:
-        raise AudioclError(f"window and hop must be positive, got win={win}, hop={hop}")
-    if a.ndim < 1 or a.shape[0] == 0:
-        raise AudioclError("cannot cut windows from an empty clip")
-    n_total = a.shape[0]
-    n = 1 + -(-max(0, n_total - win) // hop)
-    need = (n - 1) * hop + win
-    if need > n_total:
-        padded = np.full((need, *a.shape[1:]), pad_value, dtype=a.dtype)
-        padded[:n_total] = a
-        a = padded
-    idx = np.arange(n)[:, None] * hop + np.arange(win)[None, :]
-    return _back(a[idx], was_torch)
-
-
 def window_starts(n: int, win: int) -> list[int]:
     """Starts of ``ceil(n / win)`` windows of ``win`` covering ``[0, n)`` evenly.
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_text
 
 _ROBERTA_FIELDS = (
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -261,7 +262,7 @@ def model_to_hf(model: Any, out: str | os.PathLike, *, tokenizer: str | os.PathL
             )
         tok.model_max_length = int(model.towers[t].encoder.max_length)
         tok.save_pretrained(str(outp))
-    (outp / "audiocl_prompts.json").write_text(json.dumps(list(model.prompts), indent=2) + "\n")
+    atomic_write_text(outp / "audiocl_prompts.json", json.dumps(list(model.prompts), indent=2) + "\n")
     from audiocl.models.licenses import write_licenses
 
     # the exported weights derive from the same published ones: their licences go along
@@ -397,5 +398,5 @@ def convert_from_hf(hf_dir: str | os.PathLike, out: str | os.PathLike) -> dict[s
     model, report = hf_to_model(hf_dir)
     folder = model.save_pretrained(out)
     report["out"] = str(folder)
-    (Path(folder) / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(Path(folder) / "conversion.json", json.dumps(report, indent=2) + "\n")
     return report

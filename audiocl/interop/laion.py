@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from audiocl.errors import AudioclError
+from audiocl.fsutil import atomic_write_text
 
 LAION_PROMPTS = ["This is a sound of {}."]
 #: LAION tokenises with ``max_length=77`` (CLIP's context length).
@@ -475,5 +476,5 @@ def convert_laion_checkpoint(
     report["checkpoint"] = str(checkpoint)
     report["out"] = str(folder)
     report["tokenizer"] = str(tokenizer) if tokenizer is not None else None
-    (Path(folder) / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(Path(folder) / "conversion.json", json.dumps(report, indent=2) + "\n")
     return report
