@@ -183,3 +183,31 @@ def test_stream_resumes_exactly(shards, tmp_path):
     wa = load_file(str(full / "checkpoints" / "step_00000012" / "model.safetensors"))
     wb = load_file(str(part / "checkpoints" / "step_00000012" / "model.safetensors"))
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def test_ranks_read_their_own_shards(shards):
+    """2 ranks x 1 reader: each rank's batches come from its own half of the epoch's
+    shard permutation, none shared, with the same number of steps (what DDP needs)."""
+    import tarfile
+
+    from audiocl.audio.frontend import get_preset
+    from audiocl.data.stream import StreamCollate, WebDatasetSource
+
+    source = WebDatasetSource(str(shards))
+    collate = StreamCollate(get_preset("speech16k", n_mels=32, clip_samples=16000), 48, "rand_trunc")
+    owner = {}
+    for s in source.shards:
+        with tarfile.open(s.path) as t:
+            owner.update({m.name.split(".")[0]: s.path for m in t})
+    order = source.shard_order(1, 7, True)
+    seen = []
+    for rank in (0, 1):
+        sampler = source.sampler(16, rank=rank, world=2, seed=7, shuffle=True, buffer=10, readers=1, collate=collate)
+        sampler.set_epoch(1)
+        batches = list(sampler.loader(0))
+        assert len(batches) == len(sampler) == 6 and all(len(b["ids"]) == 8 for b in batches)
+        ids = [i for b in batches for i in b["ids"]]
+        mine = {source.shards[i].path for i in order[rank::2]}
+        assert {owner[i] for i in ids} == mine
+        seen.append(set(ids))
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 96
