@@ -428,7 +428,14 @@ class _Loader:
             # torch RNG (dropout), or the run would depend on where it was resumed
             generator=torch.Generator().manual_seed(s.seed),
         )  # fmt: skip
-        return iter(dl)
+        try:
+            yield from dl
+        except AudioclError as err:
+            # a worker's error comes back with its traceback in the message: keep its last line
+            last = str(err).strip().splitlines()[-1]
+            if "Traceback" not in str(err):
+                raise
+            raise AudioclError(last.split("AudioclError: ", 1)[-1]) from None
 
 
 class StreamSampler:
