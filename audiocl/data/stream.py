@@ -405,11 +405,12 @@ class _Batches(torch.utils.data.IterableDataset):
             raws = list(itertools.islice(samples, s.local))
             if t < self.start:
                 continue  # replay up to the resume point: read, never decoded
-            batch = s.collate(raws, batch_seed(s.seed, self.epoch, t, 0))
+            seed = batch_seed(s.seed, self.epoch, t, 0)  # the store route's batch seed
+            batch = s.collate(raws, seed)
             if batch is None:
                 where = ", ".join(sorted({f"{os.path.basename(r.shard)}:{r.key}" for r in raws})[:3])
                 raise AudioclError(f"every sample of batch {t} of epoch {self.epoch} failed to decode ({where}, ...)")
-            batch["_seed"] = t
+            batch["_seed"] = seed
             yield batch
 
 
