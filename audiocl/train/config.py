@@ -19,6 +19,11 @@ Example (every section optional except what the run needs)::
       length_policy: rand_trunc
       num_workers: 2
       inputs: {audio: features, text: texts}
+      # or stream from WebDataset shards (LAION layout), no store; see docs/streaming.md:
+      # webdataset: shards/{000000..000099}.tar   # a folder of *.tar, a glob or a brace pattern
+      # val_webdataset: shards/val-{000000..000001}.tar
+      # frontend: {preset: laion_clap}             # or a preset name; log-mel on the training device
+      # shuffle_buffer: 1000
       # or, for towers fed precomputed vectors: arrays + inputs {tower: array name}
       # arrays: data/train.npz
       # val_arrays: data/val.npz
@@ -116,6 +121,13 @@ class DataConfig(StrictModel):
     # Items the store lists in errors.jsonl (failed extraction) are always
     # left out with a warning.
     on_missing: Literal["error", "skip"] = "error"
+    # streaming from WebDataset shards instead of a store (audiocl.data.stream)
+    webdataset: str | None = None
+    val_webdataset: str | None = None
+    # the front-end of streamed audio: a preset name, or {preset: NAME, <param>: value, ...},
+    # or every FrontendConfig parameter (a store's features.json "frontend" part)
+    frontend: str | dict[str, Any] | None = None
+    shuffle_buffer: int = Field(1000, ge=0, description="samples held for the streaming shuffle; 0/1 = none")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -124,6 +136,29 @@ class DataConfig(StrictModel):
             raise ValueError(f"give data.arrays or data.{audio[0]}, not both (arrays replace the store and manifests)")
         if self.val_arrays and not self.arrays:
             raise ValueError("data.val_arrays needs data.arrays")
+        if self.webdataset:
+            other = [k for k in ("arrays", *audio) if getattr(self, k)]
+            if other:
+                raise ValueError(
+                    f"give data.webdataset or data.{other[0]}, not both (shards carry their own texts "
+                    "and labels and replace the store, its manifests and arrays)"
+                )
+            if self.frontend is None:
+                raise ValueError(
+                    "data.webdataset needs data.frontend (a preset name such as laion_clap, or "
+                    "{preset: NAME, param: value}): the log-mel is computed while training"
+                )
+            if not self.drop_last:
+                raise ValueError(
+                    "data.drop_last=false is not supported with data.webdataset (every rank must "
+                    "take the same number of steps; a partial last batch is left out)"
+                )
+        elif self.val_webdataset:
+            raise ValueError("data.val_webdataset needs data.webdataset")
+        elif self.frontend is not None:
+            raise ValueError(
+                "data.frontend is only for data.webdataset (a store records its own front-end)"
+            )
         return self
 
 
@@ -239,7 +274,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 # dotted keys of the path-valued options (model and encoder paths handled apart)
 PATH_KEYS = (
     "data.store", "data.arrays", "data.val_arrays", "data.manifest", "data.val_store",
-    "data.val_manifest", "train.output_dir", "distributed.storage_path",
+    "data.val_manifest", "data.webdataset", "data.val_webdataset", "train.output_dir",
+    "distributed.storage_path",
 )  # fmt: skip
 
 

@@ -133,12 +133,20 @@ class TrainData:
     (tower name -> tensor / list of strings); ``key = (seed, epoch, batch)``
     seeds random choices (caption sampling) per item, so they do not depend
     on how a global batch is split over ranks.
+
+    Streamed data (:mod:`audiocl.data.stream`) sets ``stream`` (the source:
+    the loop asks it for a sampler and batches instead of indexing
+    ``dataset``) and ``prepare(batch)``, which the loop calls on the batch
+    once it is on the training device, before ``to_inputs`` (the log-mel is
+    computed there).
     """
 
     dataset: Any
     collate: Callable[[list[Any], int], dict[str, Any]]
     to_inputs: Callable[[dict[str, Any], tuple[int, int, int]], dict[str, Any]]
     order: Callable[[int, int], Sequence[int]] | None = None
+    stream: Any = None
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 def to_device(obj: Any, device: torch.device) -> Any:

@@ -102,8 +102,19 @@ def preflight(cfg: TrainingConfig) -> None:
         for path in (cfg.data.arrays, cfg.data.val_arrays):
             if path:
                 load_arrays(path, list(dict.fromkeys(cfg.data.inputs.values())))
+    elif cfg.data.webdataset:
+        from audiocl.data.stream import expand_shards, frontend_from_spec
+
+        # a bad pattern or front-end fails here, once, not in every worker
+        frontend_from_spec(cfg.data.frontend or {})
+        for field in ("webdataset", "val_webdataset"):
+            if getattr(cfg.data, field):
+                expand_shards(getattr(cfg.data, field), f"data.{field}")
     elif not cfg.data.store:
-        raise AudioclError("data.store is required (a feature store made by `audiocl extract`), or data.arrays")
+        raise AudioclError(
+            "data.store is required (a feature store made by `audiocl extract`), or data.arrays, "
+            "or data.webdataset"
+        )
     else:
         FeatureStore(cfg.data.store)
         if cfg.data.val_store:

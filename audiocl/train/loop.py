@@ -135,11 +135,20 @@ class Trainer:
         mb = cfg.data.micro_batch_size
         self.micro = mb if mb is not None and mb < self.local_batch else None
 
-        self.sampler = GlobalBatchSampler(
-            len(train_data.dataset), B, rank=self.rank, world_size=self.world,
-            seed=cfg.train.seed, shuffle=cfg.data.shuffle, drop_last=cfg.data.drop_last,
-            order=train_data.order,
-        )  # fmt: skip
+        self.sampler: Any
+        if train_data.stream is not None:
+            # streamed shards: each rank (and each DataLoader worker) reads its own
+            self.sampler = train_data.stream.sampler(
+                B, rank=self.rank, world=self.world, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
+                buffer=cfg.data.shuffle_buffer, readers=max(1, cfg.data.num_workers),
+                collate=train_data.collate,
+            )  # fmt: skip
+        else:
+            self.sampler = GlobalBatchSampler(
+                len(train_data.dataset), B, rank=self.rank, world_size=self.world,
+                seed=cfg.train.seed, shuffle=cfg.data.shuffle, drop_last=cfg.data.drop_last,
+                order=train_data.order,
+            )  # fmt: skip
         if len(self.sampler) == 0:
             raise AudioclError(
                 f"training set has {len(train_data.dataset)} items, fewer than one batch of {B}"
@@ -202,8 +211,10 @@ class Trainer:
             [g for g in groups if g["params"]], lr=o.lr, betas=tuple(o.betas), eps=o.eps
         )
 
-    def _loader(self, data: TrainData, sampler: Any) -> torch.utils.data.DataLoader:
+    def _loader(self, data: TrainData, sampler: Any) -> Any:
         nw = self.cfg.data.num_workers
+        if data.stream is not None:
+            return sampler.loader(nw, pin_memory=self.device.type == "cuda")
         return torch.utils.data.DataLoader(
             SeededDataset(data.dataset),
             batch_sampler=sampler,
@@ -274,6 +285,15 @@ class Trainer:
             self.optimizer.load_state_dict(st["optimizer"])
         except (ValueError, KeyError, RuntimeError) as err:
             raise AudioclError(f"resume: {path / 'state.pt'}: optimizer state does not fit this model ({err})") from None
+        if self.train_data.stream is not None and not force:
+            saved, now = st.get("stream"), self.sampler.state()
+            if saved != now:
+                raise AudioclError(
+                    f"--resume: {path.name} was trained from a stream read as {saved}, this run reads "
+                    f"{now}; the order of streamed batches depends on the ranks, the readers "
+                    "(data.num_workers, 0 and 1 both mean one) and the shards, so keep them to resume "
+                    "exactly (or pass --force)"
+                )
         self.step, self.epoch, self.batch_in_epoch = int(st["step"]), int(st["epoch"]), int(st["batch_in_epoch"])
         if st.get("last_loss") is not None:
             self.resumed_loss = float(st["last_loss"])
@@ -309,6 +329,7 @@ class Trainer:
             "total_steps": self.total_steps,
             "world_size": self.world,
             "last_loss": self.last_loss,
+            **({"stream": self.sampler.state()} if self.train_data.stream is not None else {}),
         }
 
     def _gather_rng(self) -> dict[int, dict[str, Tensor]]:
@@ -388,8 +409,13 @@ class Trainer:
             [b.detach().clone() for b in self.model.buffers()] if self.cfg.train.on_nan == "skip" else None
         )
         key = (self.cfg.train.seed, self.epoch, self.batch_in_epoch)
-        inputs = to_device(self.train_data.to_inputs(batch, key), self.device)
-        batch_dev = to_device(batch, self.device)
+        if self.train_data.prepare is not None:
+            # streamed audio: features are made on the training device
+            batch_dev = self.train_data.prepare(to_device(batch, self.device))
+            inputs = to_device(self.train_data.to_inputs(batch_dev, key), self.device)
+        else:
+            inputs = to_device(self.train_data.to_inputs(batch, key), self.device)
+            batch_dev = to_device(batch, self.device)
         out = forward_backward(
             self.ddp, self.loss_fn, inputs, batch_dev,
             micro_batch_size=self.micro, autocast=self._autocast,

@@ -187,6 +187,8 @@ def build_components(cfg: TrainingConfig) -> Components:
 
     if cfg.data.arrays:
         return _build_array_components(cfg)
+    if cfg.data.webdataset:
+        return _build_stream_components(cfg)
     if not cfg.data.store:
         raise AudioclError(
             "data.store is required (a feature store made by `audiocl extract`), "
@@ -231,6 +233,52 @@ def _prime_frozen_towers(model: nn.Module, store: str, policy: str) -> None:
         note = "" if "rand" not in policy else (
             f"; unused under the random length policy {policy!r} (batches carry no ids)")
         print(f"train: towers.{name}: {n} whole-clip encoder outputs from {store}{note}", file=sys.stderr)
+
+
+def _stream_data(cfg: TrainingConfig, pattern: str, frontend: Any, input_keys: dict[str, str], *, val: bool) -> TrainData:
+    from audiocl.data.stream import DeviceFeatures, StreamCollate, WebDatasetSource
+
+    field = "data.val_webdataset" if val else "data.webdataset"
+    source = WebDatasetSource(pattern, field)
+    policy = cfg.data.val_length_policy if val else cfg.data.length_policy
+    return TrainData(
+        dataset=source,
+        collate=StreamCollate(frontend, cfg.data.max_frames, policy),
+        to_inputs=ModelInputs(
+            cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling,
+            pass_ids="rand" not in policy,
+        ),  # fmt: skip
+        stream=source,
+        prepare=DeviceFeatures(frontend),
+    )
+
+
+def _build_stream_components(cfg: TrainingConfig) -> Components:
+    """Model, loss and streamed data from WebDataset shards (:mod:`audiocl.data.stream`)."""
+    import torch
+
+    from audiocl.data.stream import frontend_from_spec
+    from audiocl.models import MultiTowerModel
+
+    assert cfg.data.webdataset is not None and cfg.data.frontend is not None
+    frontend = frontend_from_spec(cfg.data.frontend)
+    torch.manual_seed(cfg.train.seed)
+    model = MultiTowerModel.from_config(cfg.model, frontend=frontend, prompts=cfg.prompts)
+    keys = {name: model.input_key(name) for name in model.tower_names}
+    unknown = [t for t in cfg.data.inputs if t not in keys]
+    if unknown:
+        raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(keys)})")
+    bad = [t for t, f in cfg.data.inputs.items() if f not in ("features", "texts", "labels")]
+    if bad:
+        raise AudioclError(
+            f"data.inputs: streamed batches carry features, texts and labels; tower(s) {bad} ask for "
+            f"{sorted({cfg.data.inputs[t] for t in bad})}"
+        )
+    train_data = _stream_data(cfg, cfg.data.webdataset, frontend, keys, val=False)
+    val_data = None
+    if cfg.data.val_webdataset:
+        val_data = _stream_data(cfg, cfg.data.val_webdataset, frontend, keys, val=True)
+    return Components(model, build_loss_from_config(cfg), train_data, val_data, frontend)
 
 
 def _build_array_components(cfg: TrainingConfig) -> Components:

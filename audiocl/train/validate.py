@@ -72,14 +72,21 @@ def validate(
     model.eval()
     distributed = world > 1
     n = len(data.dataset)
-    sampler = GlobalBatchSampler(n, batch_size, rank=rank, world_size=world, seed=seed, shuffle=False, drop_last=False)
-    if distributed and n % batch_size and n % batch_size < world:
-        sampler.drop_last = True
+    loader: Any
+    if data.stream is not None:
+        loader = data.stream.eval_batches(batch_size, rank=rank, world=world, seed=seed, collate=data.collate)
+    else:
+        sampler = GlobalBatchSampler(n, batch_size, rank=rank, world_size=world, seed=seed, shuffle=False, drop_last=False)
+        if distributed and n % batch_size and n % batch_size < world:
+            sampler.drop_last = True
+        loader = make_loader(data, sampler)
     tot, count = 0.0, 0
     embs: dict[str, list[Tensor]] = {}
     texts: list[str] = []
     text_tower = None
-    for batch in make_loader(data, sampler):
+    for batch in loader:
+        if data.prepare is not None:
+            batch = data.prepare(to_device(batch, device))
         inputs = data.to_inputs(batch, (0, 0, 0))
         with autocast():
             outputs = model(to_device(inputs, device))
