@@ -192,10 +192,26 @@ def confusion(
         return _save(fig, path)
     off = m.copy()
     np.fill_diagonal(off, 0)
-    flat = np.argsort(-off, axis=None, kind="stable")[:TOP_CONFUSIONS]
-    pairs = [(int(i), int(j)) for i, j in zip(*np.unravel_index(flat, off.shape)) if off[i, j] > 0]
-    fig = _figure(8.0, max(2.5, 0.3 * len(pairs) + 1.5))
-    ax = fig.subplots()
+    share = off / np.maximum(rows[:, None], 1)
+    # most items first; among equal counts the larger share of the true class
+    order = np.lexsort((-share.ravel(), -off.ravel()))[:TOP_CONFUSIONS]
+    pairs = [(int(i), int(j)) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+    n_rows = max(len(pairs), TOP_CONFUSIONS)
+    fig = _figure(13.0, max(3.0, 0.27 * n_rows + 1.8))
+    ax, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    # right: the classes recognised worst (recall, items), the rows a reader looks up next
+    seen = np.nonzero(rows > 0)[0]
+    recall = np.diag(m)[seen] / rows[seen]
+    worst = seen[np.argsort(recall, kind="stable")[:TOP_CONFUSIONS]]
+    y2 = list(range(len(worst)))[::-1]
+    r_w = [float(m[i, i] / rows[i]) for i in worst]
+    ax2.barh(y2, r_w, color="tab:blue", alpha=0.75)
+    ax2.set_yticks(y2, [f"{classes[i]} ({int(rows[i])})" for i in worst], fontsize=8)
+    for yy, i, r in zip(y2, worst, r_w):
+        ax2.text(r, yy, f" {r:.2f} ({int(m[i, i])}/{int(rows[i])})", va="center", fontsize=7)
+    ax2.set_xlim(0, 1.25)
+    ax2.set_xlabel("recall of the class (right / items)")
+    ax2.set_title(f"{len(worst)} lowest-recall classes", fontsize=9)
     if pairs:
         counts = [int(off[i, j]) for i, j in pairs]
         y = list(range(len(pairs)))[::-1]
@@ -213,24 +229,30 @@ def confusion(
 
 
 def recall_curves(curve: Mapping[str, Any], path: str | os.PathLike, title: str = "") -> Path:
-    """Recall@k against k (log axis) for each direction of ``curve``:
-    ``{"k": [k...], "<direction>": [R@k...], ...}`` (as :func:`audiocl.eval.retrieval.recall_curve` gives)."""
-    ks = list(curve["k"])
+    """Recall@k against k (log axis, ticks at the k values) for each direction of
+    ``curve``: ``{direction: {"k": [...], "recall": [...]}}`` (as
+    :func:`audiocl.eval.retrieval.recall_curve` gives); each curve ends at its
+    gallery size, R@1 and R@10 are in the legend."""
+    from matplotlib.ticker import NullFormatter
+
     fig = _figure(5.5, 3.8)
     ax = fig.subplots()
-    for name, ys in curve.items():
-        if name == "k":
-            continue
-        ax.plot(ks, ys, "o-", ms=3, lw=1.2, label=name.replace("_", " "))
-        for k, v in zip(ks, ys):
-            if k in (1, 10):
-                ax.annotate(f"{v:.2f}", (k, v), fontsize=7, xytext=(3, -10), textcoords="offset points")
+    all_k: set[int] = set()
+    for name, c in curve.items():
+        ks, ys = list(c["k"]), list(c["recall"])
+        all_k.update(ks)
+        at = {k: v for k, v in zip(ks, ys)}
+        marks = ", ".join(f"R@{k} {at[k]:.2f}" for k in (1, 10) if k in at)
+        ax.plot(ks, ys, "o-", ms=3, lw=1.2, label=f"{name.replace('_', ' ')} ({marks}; {ks[-1]} in gallery)")
     ax.set_xscale("log")
+    ticks = sorted(all_k)
+    ax.set_xticks(ticks, [str(k) for k in ticks], fontsize=7)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("k")
     ax.set_ylabel("recall@k")
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title or "retrieval: recall@k", fontsize=9)
     return _save(fig, path)
 
@@ -278,7 +300,7 @@ def group_bars(
         ax.set_xticks(range(len(names)), names, rotation=60 if len(names) > 8 else 0,
                       ha="right" if len(names) > 8 else "center", fontsize=7)  # fmt: skip
         ax.set_ylim(0, 1.1)
-        ax.set_ylabel(", ".join(metrics) if len(metrics) == 1 else "value")
+        ax.set_ylabel(metrics[0] if len(metrics) == 1 else " / ".join(sorted({m.split("/")[-1] for m in metrics})))
         ax.set_title(f"per {field_name} ({len(names)} groups; dashed: mean over groups)", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         if len(metrics) > 1:

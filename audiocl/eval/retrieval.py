@@ -316,22 +316,25 @@ def retrieval_metrics(
         "protocol": PROTOCOL,
         "tie_rule": TIE_RULE,
         "a2t_map": "sorted ranks (AP@10)" if a2t_map_sorted else "caption order (LAION code as written)",
-        "recall_curve": recall_curve({"text_to_audio": t_ranks, "audio_to_text": best}, max(n_audio, n_text)),
+        "recall_curve": recall_curve({"text_to_audio": (t_ranks, n_audio), "audio_to_text": (best, n_text)}),
     }
 
 
-def recall_curve(ranks: dict[str, torch.Tensor], gallery: int) -> dict[str, list]:
-    """R@k at k = 1, 2, 5, 10, 20, 50, ... up to ``gallery`` for each direction's
-    1-based ranks ``[N]``: ``{"k": [...], direction: [R@k, ...]}`` (the
-    recall@k plot of the results; R@1/5/10 equal the direction metrics')."""
-    ks: list[int] = []
-    base = 1
-    while base <= gallery:
-        ks += [k for k in (base, 2 * base, 5 * base) if k <= gallery]
-        base *= 10
-    if not ks or ks[-1] != gallery:
-        ks.append(gallery)
-    return {"k": ks, **{d: [M.recall_at_k(r, k) for k in ks] for d, r in ranks.items()}}
+def recall_curve(ranks: dict[str, tuple[torch.Tensor, int]]) -> dict[str, dict[str, list]]:
+    """Recall@k curve of each direction from its 1-based ranks ``[N]`` and gallery size ``G``:
+    ``{direction: {"k": [1, 2, 5, 10, 20, 50, ..., G], "recall": [R@k, ...]}}``
+    (the recall@k plot of the results; its R@1/5/10 equal the direction metrics')."""
+    out = {}
+    for d, (r, gallery) in ranks.items():
+        ks: list[int] = []
+        base = 1
+        while base <= gallery:
+            ks += [k for k in (base, 2 * base, 5 * base) if k <= gallery]
+            base *= 10
+        if ks[-1] != gallery:
+            ks.append(gallery)
+        out[d] = {"k": ks, "recall": [M.recall_at_k(r, k) for k in ks]}
+    return out
 
 
 def _captions(items: Sequence[Any]) -> tuple[list[str], list[int]]:

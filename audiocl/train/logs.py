@@ -36,6 +36,9 @@ CSV_FIELDS = [
     "throughput", "data_wait", "step_time", "data_wait_frac",
 ]  # fmt: skip
 
+# seconds between two redrawings of curves.png at validations (one drawing costs ~0.5 s)
+CURVES_EVERY_S = 30.0
+
 # train_log.csv columns also sent to TensorBoard (as train/<name>)
 _TB_TRAIN = ("loss", "lr", "scale", "grad_norm", "throughput", "data_wait_frac")
 
@@ -80,6 +83,7 @@ class TrainLogs:
         self.loggers = list(cfg.train.loggers) if cfg is not None else ["csv", "tensorboard"]
         self.metric = cfg.train.best_metric if cfg is not None else None
         self.trackers: list[Any] = []
+        self._curves_at = -float("inf")
 
     def open(self, *, resumed: bool, step: int) -> int | None:
         """Start the logs of a fresh run (old logs removed) or of one resumed at ``step``
@@ -118,10 +122,14 @@ class TrainLogs:
             self.trackers = make_trackers(self.loggers, self.output_dir, config, resumed=resumed)
         return validated_at
 
-    def curves(self) -> None:
-        """Redraw ``curves.png`` from the CSV logs; a failure is a warning, never the run's end."""
-        if not self.enabled:
+    def curves(self, *, final: bool = False) -> None:
+        """Redraw ``curves.png`` from the CSV logs (at a validation only if the last
+        drawing is :data:`CURVES_EVERY_S` old, so frequent validations of a small
+        run do not spend their time plotting; always when ``final``). A failure
+        is a warning, never the run's end."""
+        if not self.enabled or (not final and time.monotonic() - self._curves_at < CURVES_EVERY_S):
             return
+        self._curves_at = time.monotonic()
         try:
             from audiocl.plots import training_curves
 
@@ -167,7 +175,7 @@ class TrainLogs:
 
     def close(self) -> None:
         if self.enabled and self.csv_path.is_file():
-            self.curves()
+            self.curves(final=True)
         for t in self.trackers:
             t.close()
         self.trackers = []
