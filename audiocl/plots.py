@@ -84,14 +84,15 @@ def _series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float
 
 
 def training_curves(
-    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, metric: str | None = None
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, metric: str | None = None,
+    best_mode: str = "max",
 ) -> Path | None:
     """Draw ``<run_dir>/curves.png`` from the run's ``train_log.csv`` and ``val_log.csv``.
 
     Panels: train loss (line) with validation loss (markers) against step;
     learning rate against step; the validation metric ``metric`` (default:
     every ``val_*`` column but ``val_loss``) against step, its best value
-    marked. The top axis of the loss panel gives the (1-based) epoch of the
+    marked (highest, or lowest with ``best_mode="min"``). The top axis of the loss panel gives the (1-based) epoch of the
     logged steps. Returns the PNG path, or None while no training row exists.
     """
     run = Path(run_dir)
@@ -140,9 +141,15 @@ def training_curves(
             if xs:
                 ax.plot(xs, ys, "o-", ms=4, lw=1, label=k)
                 if k == metric:
-                    i = max(range(len(ys)), key=ys.__getitem__)
+                    pick = min if best_mode == "min" else max
+                    i = pick(range(len(ys)), key=ys.__getitem__)
                     ax.annotate(f"best {ys[i]:.3f}", (xs[i], ys[i]), fontsize=7,
                                 xytext=(0, 6), textcoords="offset points", ha="center")  # fmt: skip
+        vals = [v for k in shown for v in _series(val, k)[1]]
+        if vals and max(vals) - min(vals) < 0.02:
+            # a flat metric: do not zoom into float noise
+            mid = (max(vals) + min(vals)) / 2
+            ax.set_ylim(max(0.0, mid - 0.05) if min(vals) >= 0 else mid - 0.05, mid + 0.05)
         ax.set_xlabel("step")
         ax.set_title("validation")
         ax.grid(alpha=0.3)

@@ -82,6 +82,7 @@ class TrainLogs:
         self.cfg = cfg
         self.loggers = list(cfg.train.loggers) if cfg is not None else ["csv", "tensorboard"]
         self.metric = cfg.train.best_metric if cfg is not None else None
+        self.best_mode = cfg.train.best_mode if cfg is not None else "max"
         self.trackers: list[Any] = []
         self._curves_at = -float("inf")
 
@@ -133,7 +134,7 @@ class TrainLogs:
         try:
             from audiocl.plots import training_curves
 
-            training_curves(self.output_dir, self.curves_path, metric=self.metric)
+            training_curves(self.output_dir, self.curves_path, metric=self.metric, best_mode=self.best_mode)
         except Exception as e:  # a plot must not stop training (full disk, matplotlib missing)
             print(f"warning: {self.curves_path} not drawn ({e.__class__.__name__}: {e})", file=sys.stderr)
 
