@@ -4,7 +4,8 @@
 
 * stderr is a terminal: a tqdm bar on stderr;
 * stderr is a file or a pipe (a recipe's log, CI): no carriage returns or
-  colour codes, a line ``embed audio: 640/2000 clip (32%) 41.3 clip/s eta 0:00:33``
+  colour codes, on stdout (as the training loop's lines; stderr stays the
+  channel of the one-line error a user mistake gets), a line ``embed audio: 640/2000 clip (32%) 41.3 clip/s eta 0:00:33``
   at most every :data:`LINE_EVERY_S` seconds, and one closing line
   ``embed audio: 2000 clip in 0:00:48`` - so a short step costs one line;
 * quiet (``--quiet``, :func:`set_quiet`) or ``enabled=False``: nothing.
@@ -77,7 +78,7 @@ class Progress:
             now = time.perf_counter()
             if now - self.t_line >= self.every_s and (self.total is None or self.n < self.total):
                 self.t_line = now
-                print(self._line(now), file=sys.stderr, flush=True)
+                print(self._line(now), flush=True)
 
     def _line(self, now: float) -> str:
         rate = self.n / max(now - self.t0, 1e-9)
@@ -93,8 +94,7 @@ class Progress:
             self.bar = None
         elif self.enabled:
             self.enabled = False
-            print(f"{self.desc}: {self.n} {self.unit} in {fmt_time(time.perf_counter() - self.t0)}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(f"{self.desc}: {self.n} {self.unit} in {fmt_time(time.perf_counter() - self.t0)}", flush=True)
 
     def __enter__(self) -> Progress:
         return self

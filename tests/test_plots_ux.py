@@ -168,9 +168,11 @@ def test_eval_plots_and_progress_lines(run, store, capsys):
     zs = run / "zs.json"
     assert main(["eval", "zeroshot", "--model", str(model), "--manifest", str(manifest), "--store", str(store_dir),
                  "--group-by", "speaker", "--out", str(zs)]) == 0  # fmt: skip
-    err = capsys.readouterr().err
-    # not a terminal: one plain closing line per embedding step, no bar characters
-    assert "embed audio: 32 clip in " in err and "\r" not in err and "\x1b[" not in err
+    cap = capsys.readouterr()
+    # not a terminal: one plain closing line per embedding step on stdout, no bar characters;
+    # stderr stays free for the one-line error of a user mistake
+    assert "embed audio: 32 clip in " in cap.out and "\r" not in cap.out and "\x1b[" not in cap.out
+    assert cap.err == ""
     res = json.loads(zs.read_text())
     _png(run / "zs.confusion.png")
     _png(run / "zs.groups.png")
@@ -180,7 +182,7 @@ def test_eval_plots_and_progress_lines(run, store, capsys):
     rt = run / "rt.json"
     assert main(["eval", "retrieval", "--model", str(model), "--manifest", str(manifest), "--store", str(store_dir),
                  "--group-by", "speaker", "--out", str(rt), "--quiet"]) == 0  # fmt: skip
-    assert "embed" not in capsys.readouterr().err  # --quiet
+    assert "embed" not in capsys.readouterr().out  # --quiet
     res = json.loads(rt.read_text())
     curve = res["recall_curve"]
     # each curve runs to its gallery: 32 clips for a caption, 64 captions for a clip
@@ -223,13 +225,13 @@ def test_plain_progress_lines_when_not_a_tty(capsys):
         bar.every_s = 0.0
         for _ in range(5):
             bar.update(1)
-    err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("work: 1/5 item (20%)") and "eta" in err[0]
-    assert err[-1].startswith("work: 5 item in 0:00:0")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("work: 1/5 item (20%)") and "eta" in out[0]
+    assert out[-1].startswith("work: 5 item in 0:00:0") and len(out) == 5
     set_quiet(True)
     try:
         with progress(5, "work") as bar:
             bar.update(5)
     finally:
         set_quiet(False)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().out == ""
