@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         from audiocl.progress import set_quiet
 
         set_quiet()
+    from audiocl.train.trackers import check_available
+
+    check_available(cfg.train.loggers)
     print(f"audiocl train: outputs go to {cfg.train.output_dir} (model folder: {cfg.train.output_dir}/model)", flush=True)
     if cfg.distributed.workers > 1 or cfg.distributed.address:
         from audiocl.train.distributed import train_distributed

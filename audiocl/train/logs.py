@@ -101,6 +101,9 @@ class TrainLogs:
                     validated_at = step
             elif not resumed and path.exists():
                 path.unlink()
+        if not resumed:
+            # a fresh run never shows the curves of the run it replaced
+            self.curves_path.unlink(missing_ok=True)
         if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
             with open(self.csv_path, "w", newline="") as f:
                 csv.DictWriter(f, fieldnames=CSV_FIELDS).writeheader()

@@ -25,7 +25,10 @@ from typing import Any
 
 from audiocl.extras import require
 
-__all__ = ["LOGGERS", "MlflowTracker", "Tracker", "WandbTracker", "make_trackers", "tensorboard_hparams"]
+__all__ = [
+    "LOGGERS", "MlflowTracker", "Tracker", "WandbTracker", "check_available", "make_trackers",
+    "tensorboard_hparams",
+]  # fmt: skip
 
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
@@ -110,6 +113,17 @@ def _run_id(output_dir: Path) -> str:
     import hashlib
 
     return hashlib.sha1(str(output_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def check_available(names: Sequence[str]) -> None:
+    """Refuse, before anything is built, a logger whose package is not installed
+    (one line naming the extra; the run would otherwise fail only once its
+    workers started)."""
+    import importlib.util
+
+    for n in names:
+        if n in ("wandb", "mlflow") and importlib.util.find_spec(n) is None:
+            require(n, n, feature=f"train.loggers: {n}")
 
 
 def make_trackers(
