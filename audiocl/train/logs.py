@@ -107,6 +107,8 @@ class TrainLogs:
         if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
             with open(self.csv_path, "w", newline="") as f:
                 csv.DictWriter(f, fieldnames=CSV_FIELDS).writeheader()
+        # the first redraw at a validation waits CURVES_EVERY_S too: a short run draws once, at the end
+        self._curves_at = time.monotonic()
         config = self.cfg.to_dict() if self.cfg is not None else None
         if "tensorboard" in self.loggers:
             try:
