@@ -31,6 +31,7 @@ from audiocl.fsutil import atomic_path
 
 __all__ = [
     "MATRIX_MAX_CLASSES",
+    "MAX_GROUPS",
     "TOP_CONFUSIONS",
     "confusion",
     "group_bars",
@@ -43,6 +44,8 @@ __all__ = [
 MATRIX_MAX_CLASSES = 30
 # bars in the top-confusions chart
 TOP_CONFUSIONS = 30
+# groups shown per field in a per-group chart (the lowest ones beyond this)
+MAX_GROUPS = 60
 
 
 def _figure(width: float, height: float) -> Any:
@@ -279,36 +282,47 @@ def group_bars(
 ) -> Path | None:
     """One panel per grouped field: a bar per group value for each of ``metrics``
     (e.g. ``["top1"]``, or ``["text_to_audio/R@1", "audio_to_text/R@1"]``), the
-    mean over groups as a dashed line. Groups are ``{field: {"per_group":
+    mean over groups (all of them) as a dashed line, the items of each group
+    (``n_items`` or ``n_audio``) under its name; beyond :data:`MAX_GROUPS`
+    groups only the lowest on the first metric are drawn. Groups are ``{field: {"per_group":
     {value: block}, ...}}`` as zero-shot and retrieval write them; None when no
     group has any of the metrics."""
     fields = [(f, g["per_group"]) for f, g in groups.items() if isinstance(g, Mapping) and g.get("per_group")]
     metrics = [mt for mt in metrics if any(_metric_of(b, mt) is not None for _, per in fields for b in per.values())]
     if not fields or not metrics:
         return None
-    widest = max(len(per) for _, per in fields)
+    widest = min(max(len(per) for _, per in fields), MAX_GROUPS)
     fig = _figure(max(5.0, 0.35 * widest * len(metrics) + 2.0), 3.2 * len(fields))
     axes = fig.subplots(len(fields), 1, squeeze=False)[:, 0]
     width = 0.8 / len(metrics)
     for ax, (field_name, per) in zip(axes, fields):
         names = list(per)
+        means = {}
+        for mt in metrics:
+            done = [v for g in names if (v := _metric_of(per[g], mt)) is not None]
+            means[mt] = sum(done) / len(done) if done else None
+        if len(names) > MAX_GROUPS:
+            first = metrics[0]
+            names = sorted(names, key=lambda g: _metric_of(per[g], first) or 0.0)[:MAX_GROUPS]
         for mi, mt in enumerate(metrics):
             vals = [_metric_of(per[g], mt) for g in names]
             xs = [i + (mi - (len(metrics) - 1) / 2) * width for i in range(len(names))]
             ys = [v if v is not None else 0.0 for v in vals]
             bars = ax.bar(xs, ys, width=width, label=mt)
-            done = [v for v in vals if v is not None]
-            if done:
-                ax.axhline(sum(done) / len(done), color=bars.patches[0].get_facecolor(), ls="--", lw=1)
+            if means[mt] is not None:
+                ax.axhline(means[mt], color=bars.patches[0].get_facecolor(), ls="--", lw=1)
             if len(names) <= 40:
                 for x, v in zip(xs, vals):
                     if v is not None:
                         ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
-        ax.set_xticks(range(len(names)), names, rotation=60 if len(names) > 8 else 0,
+        sizes = [per[g].get("n_items", per[g].get("n_audio")) for g in names]
+        ticks = [f"{g} ({n})" if n is not None else g for g, n in zip(names, sizes)]
+        ax.set_xticks(range(len(names)), ticks, rotation=60 if len(names) > 8 else 0,
                       ha="right" if len(names) > 8 else "center", fontsize=7)  # fmt: skip
         ax.set_ylim(0, 1.1)
         ax.set_ylabel(metrics[0] if len(metrics) == 1 else " / ".join(sorted({m.split("/")[-1] for m in metrics})))
-        ax.set_title(f"per {field_name} ({len(names)} groups; dashed: mean over groups)", fontsize=9)
+        shown = f"lowest {len(names)} of {len(per)}" if len(names) < len(per) else f"{len(per)}"
+        ax.set_title(f"per {field_name} ({shown} groups, items in brackets; dashed: mean over groups)", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         if len(metrics) > 1:
             ax.legend(fontsize=7)

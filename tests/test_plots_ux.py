@@ -216,6 +216,10 @@ def test_confusion_png_scales_to_many_classes(tmp_path):
             assert img.shape[0] < 2000
     with pytest.raises(ValueError):
         plots.confusion([[1, 0], [0, 1]], ["a"], tmp_path / "bad.png")
+    # 100 groups: the lowest MAX_GROUPS drawn, still one readable PNG
+    per = {f"spk{i:03d}": {"top1": float(v), "n_items": 5} for i, v in enumerate(rng.uniform(0, 1, 100))}
+    img = _png(plots.group_bars({"speaker": {"per_group": per}}, tmp_path / "g.png", ["top1"]))
+    assert img.shape[1] < 3000
 
 
 def test_plain_progress_lines_when_not_a_tty(capsys):
