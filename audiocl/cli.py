@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "zero-shot classification, retrieval, multi-way retrieval, probes"),
     "report": ("report", "put several experiments side by side in one Markdown table"),
     "convert": ("convert", "convert LAION-CLAP / Hugging Face checkpoints"),
+    "config": ("config", "list the training config keys (types, defaults)"),
 }
 
 

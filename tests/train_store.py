@@ -11,8 +11,8 @@ from pathlib import Path
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
-def build_store(shared: Path, out: Path, n: int = 96) -> tuple[Path, Path]:
-    """(store dir, manifest) with ``n`` FSDD clips, each captioned twice."""
+def build_store(shared: Path, out: Path, n: int = 96, names: list[str] | None = None) -> tuple[Path, Path]:
+    """(store dir, manifest) with ``n`` FSDD clips (or the recordings ``names``), each captioned twice."""
     from audiocl.audio.frontend import get_preset
     from audiocl.data.extract import extract
     from audiocl.data.manifest import AudioItem, write_manifest
@@ -21,7 +21,8 @@ def build_store(shared: Path, out: Path, n: int = 96) -> tuple[Path, Path]:
     if (store / "index.jsonl").is_file() and manifest.is_file():
         return store, manifest
     out.mkdir(parents=True, exist_ok=True)
-    files = sorted((shared / "data" / "fsdd-dev" / "recordings").glob("*.wav"))[:n]
+    rec = shared / "data" / "fsdd-dev" / "recordings"
+    files = [rec / f for f in names] if names else sorted(rec.glob("*.wav"))[:n]
     items = []
     for f in files:
         digit, speaker, _ = f.stem.split("_")

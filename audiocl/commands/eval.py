@@ -25,6 +25,7 @@ def _group_arg(p: argparse.ArgumentParser) -> None:
 
 def _out_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="results JSON path (Markdown and PNGs go beside it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
 
 
 def _emb_args(p: argparse.ArgumentParser) -> None:
@@ -113,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     from audiocl.eval.report import write_results
 
     _check_sizes(args)
+    if args.quiet:
+        from audiocl.progress import set_quiet
+
+        set_quiet()
     cmd = args.eval_command
     if cmd in ("zeroshot", "retrieval") and args.group_by:
         # a results table per group is only readable with a name per group

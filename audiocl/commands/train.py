@@ -1,4 +1,8 @@
-"""``audiocl train --config FILE [key=value ...]``: train a multi-tower model."""
+"""``audiocl train --config FILE [key=value ...]``: train a multi-tower model.
+
+``--print-config`` prints the resolved config (YAML) and exits; the keys
+are listed by ``audiocl config keys``.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", type=int, help="GPUs per worker (sets distributed.gpus)")
     parser.add_argument("--address", help="Ray cluster to join (sets distributed.address)")
     parser.add_argument("--output", help="output folder (sets train.output_dir)")
+    parser.add_argument(
+        "--print-config", action="store_true",
+        help="print the resolved config (file + overrides + defaults, paths absolute) as YAML and exit; "
+             "the output is a valid --config for the same run",
+    )  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    parser.epilog = "every config key, with its type and default: audiocl config keys"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +60,18 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = load_config(args.config, overrides)
+    if args.print_config:
+        from audiocl.train.config_info import resolved_yaml
+
+        print(resolved_yaml(cfg), end="")
+        return 0
+    if args.quiet:
+        from audiocl.progress import set_quiet
+
+        set_quiet()
+    from audiocl.train.trackers import check_available
+
+    check_available(cfg.train.loggers)
     print(f"audiocl train: outputs go to {cfg.train.output_dir} (model folder: {cfg.train.output_dir}/model)", flush=True)
     if cfg.distributed.workers > 1 or cfg.distributed.address:
         from audiocl.train.distributed import train_distributed

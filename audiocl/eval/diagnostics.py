@@ -22,9 +22,7 @@ L2-normalised first):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,9 +30,8 @@ import torch.nn.functional as F
 
 from audiocl.errors import AudioclError
 from audiocl.eval import metrics as M
-from audiocl.fsutil import atomic_path
 
-__all__ = ["modality_gap", "alignment", "uniformity", "pca_2d", "diagnostics", "plot_projection"]
+__all__ = ["modality_gap", "alignment", "uniformity", "pca_2d", "diagnostics"]
 
 
 def _unit(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -147,40 +144,3 @@ def diagnostics(
         "label": None if labels is None else [str(labels[int(i)]) for _ in names for i in idx],
     }
     return res
-
-
-def plot_projection(proj: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
-    """Scatter of a ``projection`` dict: colour by label (or modality), marker by modality."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs, ys, mods = proj["x"], proj["y"], proj["modality"]
-    labels = proj.get("label") or mods
-    markers = ["o", "^", "s", "D", "v", "P"]
-    mod_names = list(dict.fromkeys(mods))
-    lab_names = list(dict.fromkeys(labels))
-    cmap = plt.get_cmap("tab20" if len(lab_names) > 10 else "tab10")
-    fig, ax = plt.subplots(figsize=(7, 6))
-    for mi, m in enumerate(mod_names):
-        for li, lab in enumerate(lab_names):
-            pts = [(x, y) for x, y, mm, ll in zip(xs, ys, mods, labels) if mm == m and ll == lab]
-            if not pts:
-                continue
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, alpha=0.7,
-                       marker=markers[mi % len(markers)], color=cmap(li % cmap.N),
-                       label=f"{m}: {lab}" if len(lab_names) <= 12 else (m if li == 0 else None))
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title or "2-D PCA projection")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, loc="best", markerscale=1.2)
-    fig.tight_layout()
-    p = Path(path)
-    try:
-        with atomic_path(p) as tmp:  # never a 0-byte PNG on a full disk
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return p

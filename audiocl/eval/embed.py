@@ -63,6 +63,7 @@ def embed_items_audio(
     truncation (the ``rand_trunc`` crop seeded by the item id).
     """
     from audiocl.models.embed import embed_store, embed_waveforms
+    from audiocl.progress import progress
 
     if not items:
         raise AudioclError("no items to embed")
@@ -78,34 +79,47 @@ def embed_items_audio(
             raise AudioclError(
                 f"{len(missing)} manifest item(s) are not in the store {store} (first: {missing[0]!r})"
             )
-        out = [
-            embed_store(model, fs, [it.id for it in sub], tower=tower, batch_size=batch_size, long_clips=long_clips)
-            for sub in _group(list(items), group)
-        ]
+        out = []
+        with progress(len(items), f"embed {tower or 'audio'}", unit="clip") as bar:
+            for sub in _group(list(items), group):
+                out.append(embed_store(model, fs, [it.id for it in sub], tower=tower, batch_size=batch_size,
+                                       long_clips=long_clips))  # fmt: skip
+                bar.update(len(sub))
         return F.normalize(torch.cat(out), dim=-1)
 
     from audiocl.audio.io import load_mono
 
     out = []
-    for sub in _group(list(items), group):
-        wavs = [
-            load_mono(it.path, fe.sample_rate, start=float(it.start or 0.0), duration=it.duration)
-            for it in sub
-        ]
-        out.append(
-            embed_waveforms(model, wavs, fe.sample_rate, batch_size=batch_size, tower=tower,
-                            keys=[it.id for it in sub], long_clips=long_clips)
-        )
+    with progress(len(items), f"embed {tower or 'audio'}", unit="clip") as bar:
+        for sub in _group(list(items), group):
+            wavs = [
+                load_mono(it.path, fe.sample_rate, start=float(it.start or 0.0), duration=it.duration)
+                for it in sub
+            ]
+            out.append(
+                embed_waveforms(model, wavs, fe.sample_rate, batch_size=batch_size, tower=tower,
+                                keys=[it.id for it in sub], long_clips=long_clips)
+            )
+            bar.update(len(sub))
     return F.normalize(torch.cat(out), dim=-1)
 
 
 def embed_strings(model: Any, texts: Sequence[str], *, tower: str | None = None, batch_size: int = 256) -> torch.Tensor:
     """Embed strings with the model's text tower: ``Tensor[N, d]`` on CPU, unit rows."""
     from audiocl.models.embed import embed_texts
+    from audiocl.progress import progress
 
     if not texts:
         raise AudioclError("no texts to embed")
-    return F.normalize(embed_texts(model, list(texts), batch_size=batch_size, tower=tower), dim=-1)
+    texts = list(texts)
+    # chunks of whole batches: the batches embed_texts forms are the same as in one call
+    step = batch_size * 8
+    out = []
+    with progress(len(texts), f"embed {tower or 'text'}", unit="text") as bar:
+        for i in range(0, len(texts), step):
+            out.append(embed_texts(model, texts[i : i + step], batch_size=batch_size, tower=tower))
+            bar.update(len(texts[i : i + step]))
+    return F.normalize(torch.cat(out), dim=-1)
 
 
 def embed_items_all_towers(

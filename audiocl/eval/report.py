@@ -2,8 +2,10 @@
 
 Every evaluation writes its results dict with :func:`write_results`, which
 serialises ``<out>.json`` and then, *from that JSON text*, makes ``<out>.md``
-and any plots (``<out>.confusion.png`` for single-label zero-shot,
-``<out>.projection.png`` for diagnostics). A report can therefore always be
+and any plots, drawn by :mod:`audiocl.plots` (``<out>.confusion.png`` for
+single-label zero-shot, ``<out>.recall.png`` for retrieval,
+``<out>.groups.png`` for ``--group-by``, ``<out>.projection.png`` for
+diagnostics). A report can therefore always be
 re-made from the JSON alone (:func:`render_from_json`).
 
 Every file is written to a temporary name beside it (:mod:`audiocl.fsutil`)
@@ -34,7 +36,6 @@ __all__ = [
     "write_results",
     "render_from_json",
     "results_markdown",
-    "plot_confusion",
     "flatten_metrics",
     "find_results",
     "compare_experiments",
@@ -104,7 +105,7 @@ def results_markdown(res: dict[str, Any], title: str | None = None) -> str:
         lines += _table(["direction", *keys], [[d, *[res[d].get(k) for k in keys]] for d in dirs]) + [""]
     # any other section: a dict of scalars, or a dict of dicts of scalars (multiway
     # targets, probe folds, diagnostics pairs/uniformity)
-    handled = {"text_to_audio", "audio_to_text", "folds", "fold_mean", "fold_std", "per_class", "projection", "groups"}
+    handled = {"text_to_audio", "audio_to_text", "folds", "fold_mean", "fold_std", "per_class", "projection", "groups", "recall_curve"}
     for section, block in res.items():
         if section in handled or not isinstance(block, dict) or not block:
             continue
@@ -140,72 +141,57 @@ def results_markdown(res: dict[str, Any], title: str | None = None) -> str:
         lines += _table(["class", *keys], [[c, *[v.get(k) for k in keys]] for c, v in pc.items()]) + [""]
     if res.get("prompts"):
         lines += ["## Prompts", ""] + [f"- `{p}`" for p in res["prompts"]] + [""]
-    for key, caption in (("confusion_png", "Confusion matrix"), ("projection_png", "2-D projection")):
+    for key, caption in _PLOTS:
         if res.get(key):
             lines += [f"![{caption}]({res[key]})", ""]
     return "\n".join(lines)
 
 
-def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
-    """Confusion matrix PNG (rows: true class, columns: predicted), row-normalised colours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    m = np.asarray(cm, dtype=np.float64)
-    rows = m.sum(axis=1, keepdims=True)
-    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    n = len(classes)
-    size = max(4.0, 0.28 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    fs = 8 if n <= 20 else 5
-    ax.set_xticklabels(classes, rotation=90, fontsize=fs)
-    ax.set_yticklabels(classes, fontsize=fs)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                if m[i, j]:
-                    ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title(title or "confusion matrix")
-    fig.tight_layout()
-    p = Path(path)
-    try:
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-    return p
+_PLOTS = (
+    ("confusion_png", "Confusion matrix"),
+    ("recall_png", "Recall@k"),
+    ("groups_png", "Per group"),
+    ("projection_png", "2-D projection"),
+)
 
 
 def _stem(path: Path) -> Path:
     return path.with_suffix("") if path.suffix == ".json" else path
 
 
+def _group_metrics(groups: dict[str, Any]) -> list[str]:
+    """The metrics a per-group bar chart shows: top-1 for zero-shot, R@1 both ways for retrieval."""
+    block = next((b for g in groups.values() if isinstance(g, dict) for b in (g.get("per_group") or {}).values()), {})
+    if isinstance(block.get("text_to_audio"), dict):
+        return ["text_to_audio/R@1", "audio_to_text/R@1"]
+    return ["top1"] if "top1" in block else ["mAP"]
+
+
 def _render(res: dict[str, Any], stem: Path, stack: ExitStack, current: list[Path]) -> Path:
     """Write the Markdown and plots of ``res`` to temporary paths held by ``stack``."""
-    from audiocl.eval.diagnostics import plot_projection
+    from audiocl import plots
 
     res = dict(res)
+    title = f"{res.get('eval', 'results')}: {stem.name}"
+
+    def png(suffix: str) -> Path:
+        p = stem.with_name(f"{stem.name}.{suffix}.png")
+        current.append(p)
+        return stack.enter_context(atomic_path(p))
+
     if res.get("confusion_matrix") and res.get("per_class"):
-        png = stem.with_name(stem.name + ".confusion.png")
-        current.append(png)
-        tmp = stack.enter_context(atomic_path(png))
-        plot_confusion(res["confusion_matrix"], list(res["per_class"].keys()), tmp, title=res.get("eval", ""))
-        res["confusion_png"] = png.name
+        plots.confusion(res["confusion_matrix"], list(res["per_class"].keys()), png("confusion"), title=title)
+        res["confusion_png"] = f"{stem.name}.confusion.png"
+    if isinstance(res.get("recall_curve"), dict):
+        plots.recall_curves(res["recall_curve"], png("recall"), title=title)
+        res["recall_png"] = f"{stem.name}.recall.png"
+    groups = res.get("groups")
+    if isinstance(groups, dict) and any(isinstance(g, dict) and g.get("per_group") for g in groups.values()):
+        plots.group_bars(groups, png("groups"), _group_metrics(groups), title=title)
+        res["groups_png"] = f"{stem.name}.groups.png"
     if res.get("projection") and isinstance(res["projection"], dict):
-        png = stem.with_name(stem.name + ".projection.png")
-        current.append(png)
-        tmp = stack.enter_context(atomic_path(png))
-        plot_projection(res["projection"], tmp)
-        res["projection_png"] = png.name
+        plots.projection(res["projection"], png("projection"))
+        res["projection_png"] = f"{stem.name}.projection.png"
     md = stem.with_name(stem.name + ".md")
     current.append(md)
     tmp = stack.enter_context(atomic_path(md))
@@ -257,7 +243,7 @@ def flatten_metrics(res: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a results dict as ``{"a/b/c": value}`` (per-class and per-item detail skipped)."""
     out: dict[str, float] = {}
     for k, v in res.items():
-        if k in ("per_class", "confusion_matrix", "projection", "folds", "fold_std", "per_fold", "per_group") or k in _SKIP:
+        if k in ("per_class", "confusion_matrix", "projection", "recall_curve", "folds", "fold_std", "per_fold", "per_group") or k in _SKIP:
             continue
         key = f"{prefix}{k}"
         if isinstance(v, bool):

@@ -70,6 +70,7 @@ __all__ = [
     "captions_per_clip",
     "retrieval_metrics",
     "direction_metrics",
+    "recall_curve",
     "retrieval",
     "run_retrieval",
 ]
@@ -97,8 +98,12 @@ def topk_chunked(
     *,
     positives: torch.Tensor | None = None,
     query_chunk: int = 1024,
+    desc: str = "rank",
 ) -> TopK:
     """Top-k gallery items per query and exact ranks of the positives, in chunks.
+
+    Progress (:mod:`audiocl.progress`, named ``desc``) is shown when there is
+    more than one query chunk.
 
     Shapes: ``queries`` ``[Q, d]``, ``gallery`` ``[G, d]`` (any float dtype;
     each chunk is scored in float32), ``positives`` ``LongTensor[Q]`` or
@@ -145,6 +150,9 @@ def topk_chunked(
     out_idx = torch.empty(n_q, k, dtype=torch.long)
     out_ranks = None if pos is None else torch.zeros(pos.shape, dtype=torch.long)
 
+    from audiocl.progress import progress
+
+    bar = progress(n_q, desc, unit="query", enabled=n_q > query_chunk)
     for q0 in range(0, n_q, query_chunk):
         q1 = min(q0 + query_chunk, n_q)
         qc = queries[q0:q1].float()
@@ -206,6 +214,8 @@ def topk_chunked(
             ranks = count + 1 + M.positives_before(thr, valid)
             assert out_ranks is not None  # allocated when pos is given
             out_ranks[q0:q1] = torch.where(valid, ranks, torch.zeros_like(ranks))
+        bar.update(q1 - q0)
+    bar.close()
     if out_ranks is not None and squeeze:
         out_ranks = out_ranks[:, 0]
     return TopK(out_scores, out_idx, out_ranks)
@@ -277,7 +287,7 @@ def retrieval_metrics(
     if n_text == 0 or n_audio == 0:
         raise AudioclError("retrieval needs at least one clip and one caption")
 
-    t2a_res = topk_chunked(text, audio, 10, chunk, positives=t2a, query_chunk=query_chunk)
+    t2a_res = topk_chunked(text, audio, 10, chunk, positives=t2a, query_chunk=query_chunk, desc="rank text->audio")
     t_ranks = t2a_res.ranks
     assert t_ranks is not None
 
@@ -285,7 +295,7 @@ def retrieval_metrics(
     has_caption = (cap >= 0).any(dim=1)
     q_audio = has_caption.nonzero().squeeze(1)
     a2t_res = topk_chunked(
-        audio[q_audio], text, 10, chunk, positives=cap[q_audio], query_chunk=query_chunk
+        audio[q_audio], text, 10, chunk, positives=cap[q_audio], query_chunk=query_chunk, desc="rank audio->text"
     )
     a_ranks = a2t_res.ranks
     assert a_ranks is not None
@@ -306,7 +316,25 @@ def retrieval_metrics(
         "protocol": PROTOCOL,
         "tie_rule": TIE_RULE,
         "a2t_map": "sorted ranks (AP@10)" if a2t_map_sorted else "caption order (LAION code as written)",
+        "recall_curve": recall_curve({"text_to_audio": (t_ranks, n_audio), "audio_to_text": (best, n_text)}),
     }
+
+
+def recall_curve(ranks: dict[str, tuple[torch.Tensor, int]]) -> dict[str, dict[str, list]]:
+    """Recall@k curve of each direction from its 1-based ranks ``[N]`` and gallery size ``G``:
+    ``{direction: {"k": [1, 2, 5, 10, 20, 50, ..., G], "recall": [R@k, ...]}}``
+    (the recall@k plot of the results; its R@1/5/10 equal the direction metrics')."""
+    out = {}
+    for d, (r, gallery) in ranks.items():
+        ks: list[int] = []
+        base = 1
+        while base <= gallery:
+            ks += [k for k in (base, 2 * base, 5 * base) if k <= gallery]
+            base *= 10
+        if ks[-1] != gallery:
+            ks.append(gallery)
+        out[d] = {"k": ks, "recall": [M.recall_at_k(r, k) for k in ks]}
+    return out
 
 
 def _captions(items: Sequence[Any]) -> tuple[list[str], list[int]]:

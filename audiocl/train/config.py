@@ -196,11 +196,17 @@ class TrainConfig(StrictModel):
     max_skipped_steps: int = Field(10, ge=0, description="with on_nan=skip: give up after this many in a row")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    # where the run reports (audiocl.train.trackers); csv is always written
+    loggers: list[Literal["csv", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["csv", "tensorboard"], description="csv always; wandb/mlflow are extras"
+    )
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:
         if self.epochs is None and self.max_steps is None:
             raise ValueError("set train.epochs or train.max_steps")
+        if "csv" not in self.loggers:
+            raise ValueError("train.loggers must include csv (resuming and curves.png read train_log.csv)")
         return self
 
 
@@ -358,7 +364,7 @@ def absolute_paths(cfg: TrainingConfig, base: str | Path | None = None) -> Train
 RESUME_ALLOWED = (
     "train.epochs", "train.max_steps", "train.log_every", "train.progress", "train.val_every",
     "train.ckpt_every", "train.keep_checkpoints", "train.output_dir", "train.on_nan",
-    "train.max_skipped_steps", "train.device", "data.num_workers", "distributed.address",
+    "train.max_skipped_steps", "train.device", "train.loggers", "data.num_workers", "distributed.address",
     "distributed.name", "distributed.storage_path", "distributed.max_failures",
 )  # fmt: skip
 

@@ -126,7 +126,7 @@ class Trainer:
         self.on_best = on_best
         self.output_dir = Path(cfg.train.output_dir)
         self.is_main = self.rank == 0
-        self.logs = TrainLogs(self.output_dir, enabled=self.is_main)
+        self.logs = TrainLogs(self.output_dir, enabled=self.is_main, cfg=cfg)
 
         B = cfg.data.batch_size
         if B % self.world:
@@ -531,7 +531,7 @@ class Trainer:
                     self.last_loss = result["loss"]
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                         row = {
-                            "step": self.step, "epoch": self.epoch, **result,
+                            "step": self.step, "epoch": self._log_epoch(), **result,
                             "throughput": acc_items / acc_time if acc_time else None,
                             "data_wait": acc_wait, "step_time": acc_time,
                             "data_wait_frac": acc_wait / acc_time if acc_time else None,
@@ -566,11 +566,16 @@ class Trainer:
             history=self.history,
         )  # fmt: skip
 
+    def _log_epoch(self) -> int:
+        # logs number epochs from 1: the pass the last step belongs to (just after
+        # an epoch ends, self.epoch already counts it and batch_in_epoch is 0)
+        return self.epoch + (self.batch_in_epoch > 0)
+
     def _val_and_best(self) -> None:
         self.last_val_step = self.step
         metrics = self.validate()
         if self.is_main:
-            self.logs.val_row(self.step, self.epoch, metrics)
+            self.logs.val_row(self.step, self._log_epoch(), metrics)
         if self.report is not None and self.is_main:
             self.report({"step": self.step, **metrics})
         self._maybe_best(metrics)

@@ -14,7 +14,6 @@ over the seeds found (sample std, n - 1).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import re
@@ -60,55 +59,20 @@ def param_counts(model_dir: Path) -> dict[str, int]:
     return dict(counts)
 
 
-def plot_loss(log_csv: Path, out_png: Path) -> bool:
-    if not log_csv.is_file():
-        return False
-    rows = list(csv.DictReader(log_csv.open()))
-    rows = [r for r in rows if r.get("loss")]
-    if not rows:
-        return False
-    import matplotlib
+def plot_loss(run_dir: Path, out_png: Path) -> bool:
+    """The run's training curves, drawn by the library (audiocl.plots.training_curves)."""
+    from audiocl.plots import training_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
-    ax.set_xlabel("step")
-    ax.set_ylabel("CLIP loss (train)")
-    ax.set_title("clap_sfx training loss")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return True
+    return training_curves(run_dir, out_png) is not None
 
 
 def plot_confusion(res: dict[str, Any], out_png: Path) -> bool:
-    cm = res.get("confusion_matrix")
-    if not cm:
+    """The zero-shot confusion PNG, drawn by the library (audiocl.plots.confusion)."""
+    if not res.get("confusion_matrix") or not res.get("per_class"):
         return False
-    import matplotlib
+    from audiocl.plots import confusion
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    m = np.asarray(cm, dtype=float)
-    names = res.get("class_names") or [str(i) for i in range(len(m))]
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.imshow(m / np.maximum(m.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    for i in range(len(m)):
-        for j in range(len(m)):
-            if m[i, j]:
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (held-out class)")
-    ax.set_title("zero-shot on held-out classes")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    confusion(res["confusion_matrix"], list(res["per_class"]), out_png, title="zero-shot on held-out classes")
     return True
 
 
@@ -352,8 +316,8 @@ def write(data: Path, exp: Path, out: Path) -> str:
     L.append("")
     L.append(f"Default model folder: `{main / 'train' / 'model'}` (use it with `audiocl eval zeroshot --model`); "
              "it carries the towers' licences and attributions in `LICENSES.md`.\n")
-    if plot_loss(main / "train" / "train_log.csv", res_dir / "train_loss.png"):
-        L.append("![training loss](results/train_loss.png)\n")
+    if plot_loss(main / "train", res_dir / "train_loss.png"):
+        L.append("![training curves](results/train_loss.png)\n")
 
     L.append("## Time per stage (wall clock, this run)\n")
     if timings:
