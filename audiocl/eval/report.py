@@ -161,7 +161,7 @@ def _stem(path: Path) -> Path:
 
 def _group_metrics(groups: dict[str, Any]) -> list[str]:
     """The metrics a per-group bar chart shows: top-1 for zero-shot, R@1 both ways for retrieval."""
-    block = next((b for g in groups.values() if isinstance(g, dict) for b in (g.get("per_group") or {}).values()), {})
+    block: dict[str, Any] = next((b for g in groups.values() if isinstance(g, dict) for b in (g.get("per_group") or {}).values()), {})
     if isinstance(block.get("text_to_audio"), dict):
         return ["text_to_audio/R@1", "audio_to_text/R@1"]
     return ["top1"] if "top1" in block else ["mAP"]

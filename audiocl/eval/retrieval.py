@@ -324,7 +324,7 @@ def recall_curve(ranks: dict[str, tuple[torch.Tensor, int]]) -> dict[str, dict[s
     """Recall@k curve of each direction from its 1-based ranks ``[N]`` and gallery size ``G``:
     ``{direction: {"k": [1, 2, 5, 10, 20, 50, ..., G], "recall": [R@k, ...]}}``
     (the recall@k plot of the results; its R@1/5/10 equal the direction metrics')."""
-    out = {}
+    out: dict[str, dict[str, list]] = {}
     for d, (r, gallery) in ranks.items():
         ks: list[int] = []
         base = 1
