@@ -1,4 +1,4 @@
-"""``audiocl export webdataset``: a feature store's audio as WebDataset tars."""
+"""``audiocl export webdataset|lhotse``: a corpus as WebDataset tars, or as lhotse manifests."""
 
 from __future__ import annotations
 
@@ -22,9 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wds.add_argument("--sample-rate", type=int, default=48000)
     wds.add_argument("--text-template", default=None,
                      help='caption for items without texts, from their labels, e.g. "This is a sound of {}."')
+    lh = sub.add_parser(
+        "lhotse",
+        help="lhotse manifests: cuts.jsonl.gz, or recordings.jsonl.gz + supervisions.jsonl.gz",
+        description="Write a manifest's items as lhotse manifests pointing at the same files "
+        "(no audio is copied); audiocl prepare lhotse reads them back.",
+    )
+    lh.add_argument("--manifest", required=True, help="the audiocl manifest")
+    lh.add_argument("--out", required=True, help="folder for the lhotse manifests")
+    lh.add_argument("--format", dest="format_", choices=("cuts", "recordings"), default="cuts",
+                    help="a CutSet (default), or a RecordingSet + SupervisionSet")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "lhotse":
+        from audiocl.data.lhotse_export import export_lhotse
+
+        print(json.dumps(export_lhotse(args.manifest, args.out, format=args.format_)))
+        return 0
     from audiocl.data.webdataset import export_webdataset
 
     summary = export_webdataset(

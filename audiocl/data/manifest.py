@@ -81,6 +81,8 @@ CORE_FIELDS: tuple[str, ...] = (
 #: optional core fields, written only when set (so items without them keep their bytes)
 OPTIONAL_FIELDS: tuple[str, ...] = ("ref",)
 _RESERVED = frozenset(CORE_FIELDS) | frozenset(OPTIONAL_FIELDS) | {"custom"}
+#: names that are not custom fields (importers drop source columns named so)
+RESERVED_FIELDS = _RESERVED
 #: ``ref`` kinds and their required fields with types
 REF_KINDS: dict[str, dict[str, type]] = {
     "tar": {"member": str, "offset": int, "size": int},

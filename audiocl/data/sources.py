@@ -80,7 +80,7 @@ def _tar_member(path: str, ref: dict[str, Any], name: str) -> bytes:
     return data
 
 
-def _open_table(path: str) -> Any:
+def open_table(path: str) -> Any:
     """The arrow table of ``path`` (memory-mapped; parquet read once), cached per process."""
     key = os.path.abspath(path)
     table = _TABLES.get(key)
@@ -123,7 +123,7 @@ def arrow_audio_cell(table: Any, row: int, column: str) -> dict[str, Any] | None
 
 def _arrow_row(path: str, ref: dict[str, Any], name: str) -> bytes | str:
     check_file(path)
-    table = _open_table(path)
+    table = open_table(path)
     row, column = int(ref["row"]), str(ref["column"])
     if column not in table.column_names:
         raise AudioDecodeError(name, "missing", f"no column {column!r} (the file changed?)")

@@ -20,7 +20,10 @@ from audiocl.data.importers.clotho import prepare_clotho
 from audiocl.data.importers.esc50 import prepare_esc50
 from audiocl.data.importers.folder import prepare_folder
 from audiocl.data.importers.fsdd import prepare_fsdd
+from audiocl.data.importers.hf_datasets import prepare_hf
+from audiocl.data.importers.lhotse_manifests import prepare_lhotse
 from audiocl.data.importers.urbansound8k import prepare_urbansound8k
+from audiocl.data.importers.webdataset_shards import prepare_webdataset
 from audiocl.data.manifest import AudioItem
 from audiocl.errors import AudioclError
 
@@ -31,6 +34,10 @@ IMPORTERS: dict[str, Callable[..., Iterator[AudioItem]]] = {
     "audiocaps": prepare_audiocaps,
     "clotho": prepare_clotho,
     "folder": prepare_folder,
+    # corpora read in place: items point into tars, arrow files, lhotse recordings
+    "webdataset": prepare_webdataset,
+    "hf": prepare_hf,
+    "lhotse": prepare_lhotse,
 }
 
 __all__ = [
@@ -45,7 +52,10 @@ __all__ = [
     "prepare_esc50",
     "prepare_folder",
     "prepare_fsdd",
+    "prepare_hf",
+    "prepare_lhotse",
     "prepare_urbansound8k",
+    "prepare_webdataset",
     "probe_audio",
 ]
 
@@ -66,7 +76,7 @@ def importer_options(name: str) -> list[str]:
     return [p for p in sig.parameters if p not in ("root", "stats")]
 
 
-def prepare(name: str, root: str | os.PathLike, **kw: Any) -> Iterator[AudioItem]:
+def prepare(name: str, root: str | os.PathLike | None, **kw: Any) -> Iterator[AudioItem]:
     """Run the importer ``name`` on ``root``; unknown options raise ``AudioclError``."""
     fn = get_importer(name)
     allowed = set(importer_options(name)) | {"stats"}
@@ -81,7 +91,7 @@ def prepare(name: str, root: str | os.PathLike, **kw: Any) -> Iterator[AudioItem
 
 def prepare_manifest(
     name: str,
-    root: str | os.PathLike,
+    root: str | os.PathLike | None,
     out: str | os.PathLike,
     *,
     relative_paths: bool = False,
@@ -107,5 +117,6 @@ def prepare_manifest(
                 progress(writer.count)
         if writer.count == 0:
             detail = f" ({stats.missing} missing audio files)" if stats.missing else ""
-            raise AudioclError(f"{name}: no items found under {root}{detail}; nothing written")
+            where = root if root is not None else kw.get("recordings")
+            raise AudioclError(f"{name}: no items found under {where}{detail}; nothing written")
     return stats
