@@ -65,7 +65,6 @@ _OPTIONAL = (
 
 def run(args: argparse.Namespace) -> int:
     from audiocl.data.importers import prepare_manifest
-
     from audiocl.errors import AudioclError
 
     if args.root is None and not (args.dataset == "lhotse" and args.recordings):

@@ -699,6 +699,14 @@ def summarize_manifest(path: str | os.PathLike, *, top: int = 20) -> dict[str, A
     when ``duration`` is missing; items with neither are counted in
     ``duration.unknown``. ``labels.top`` holds the ``top`` most frequent labels.
     """
+    return summarize_items(read_manifest(path, resolve_paths=False), path, top=top)
+
+
+def summarize_items(
+    items: Iterable[AudioItem], path: str | os.PathLike, *, top: int = 20, kind: str = "manifest"
+) -> dict[str, Any]:
+    """:func:`summarize_manifest` of any items (an importer's, read in place);
+    ``kind`` says what ``path`` is (``manifest``, ``webdataset``, ``hf``, ``lhotse``)."""
     n = 0
     total = 0.0
     dmin = math.inf
@@ -711,7 +719,7 @@ def summarize_manifest(path: str | os.PathLike, *, top: int = 20) -> dict[str, A
     texts_per: Counter[int] = Counter()
     sources: Counter[str] = Counter()
     n_texts = 0
-    for item in read_manifest(path, resolve_paths=False):
+    for item in items:
         n += 1
         dur = item.duration
         if dur is None and item.num_samples is not None and item.sampling_rate:
@@ -730,7 +738,7 @@ def summarize_manifest(path: str | os.PathLike, *, top: int = 20) -> dict[str, A
         sources[item.source if item.source is not None else "none"] += 1
     return {
         "path": str(path),
-        "kind": "manifest",
+        "kind": kind,
         "items": n,
         "duration": {
             "total_s": total,
@@ -768,7 +776,7 @@ def format_manifest_summary(s: dict[str, Any]) -> str:
 
     d = s["duration"]
     lines = [
-        f"manifest: {s['path']}",
+        f"{s.get('kind', 'manifest')}: {s['path']}",
         f"items: {s['items']}",
         f"duration: total {d['total_s']:.1f} s ({d['total_h']:.3f} h), mean {sec(d['mean_s'])}, "
         f"min {sec(d['min_s'])}, max {sec(d['max_s'])}"

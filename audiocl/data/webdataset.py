@@ -135,8 +135,8 @@ def export_webdataset(
     sound of {}."``) makes a caption from the labels of items without texts.
     """
     from audiocl.audio.io import AudioDecodeError, resample
-    from audiocl.data.sources import item_name, load_item_mono
     from audiocl.data.manifest import read_manifest
+    from audiocl.data.sources import item_name, load_item_mono
     from audiocl.data.store import FeatureStore
 
     if samples_per_tar < 1:

@@ -42,6 +42,7 @@ IMPORTERS: dict[str, Callable[..., Iterator[AudioItem]]] = {
 
 __all__ = [
     "IMPORTERS",
+    "detect_source",
     "ImportStats",
     "get_importer",
     "importer_options",
@@ -58,6 +59,43 @@ __all__ = [
     "prepare_webdataset",
     "probe_audio",
 ]
+
+
+def detect_source(path: str | os.PathLike) -> str | None:
+    """The in-place importer that reads ``path`` (``webdataset``, ``hf``, ``lhotse``), or
+    None when it is none of them (an audiocl manifest, a store, anything else)."""
+    import glob
+    import gzip
+    import json
+
+    p = str(path)
+    if any(c in p for c in "*?[{"):
+        return "webdataset" if ".tar" in p else None
+    if os.path.isdir(p):
+        if any(os.path.isfile(os.path.join(p, n)) for n in ("dataset_dict.json", "state.json")):
+            return "hf"
+        if glob.glob(os.path.join(p, "*.parquet")) or glob.glob(os.path.join(p, "*.arrow")):
+            return "hf"
+        if glob.glob(os.path.join(p, "**", "*.tar"), recursive=True):
+            return "webdataset"
+        return None
+    if not os.path.isfile(p):
+        return None
+    if p.endswith((".tar", ".tar.gz", ".tgz")):
+        return "webdataset"
+    if p.endswith((".parquet", ".arrow")):
+        return "hf"
+    try:
+        with open(p, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(p, "rt", encoding="utf-8") if gz else open(p, encoding="utf-8")) as fh:
+            first = json.loads(fh.readline() or "null")
+    except (OSError, EOFError, UnicodeDecodeError, ValueError):
+        return None
+    # a lhotse cut or recording line: no audiocl "path", lhotse's own keys
+    if isinstance(first, dict) and "path" not in first and ("sources" in first or "recording" in first):
+        return "lhotse"
+    return None
 
 
 def get_importer(name: str) -> Callable[..., Iterator[AudioItem]]:

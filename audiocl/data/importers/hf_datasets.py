@@ -144,7 +144,7 @@ def _items(
     datasets = require("datasets", "hf", feature=FEATURE)
     from audiocl.audio.io import AudioDecodeError
     from audiocl.audio.io import probe as probe_audio
-    from audiocl.data.sources import open_table, arrow_audio_cell
+    from audiocl.data.sources import arrow_audio_cell, open_table
 
     seen: dict[str, str] = {}
     for split, path in files:
