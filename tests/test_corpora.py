@@ -233,3 +233,184 @@ def test_prepare_extract_train_eval_from_each_source(corpora, tmp_path, capsys):
         assert rc == 0, err
         res = json.loads(res_path.read_text())
         assert (res["n_items"], res["n_classes"]) == (N, 10)
+
+
+def _fsdd_manifest(clips, path: Path) -> list[AudioItem]:
+    """An audiocl manifest of the clips (probed like `prepare`), with a segment of one
+    file as a second item of that file and a custom field."""
+    from audiocl.audio.io import probe
+
+    items = []
+    for f, stem, word, speaker in clips:
+        info = probe(f)
+        facts = {k: info[k] for k in ("sampling_rate", "num_samples", "channels", "duration")}
+        items.append(AudioItem(id=f"fsdd/{stem}", path=str(f), texts=[f"{speaker} says {word}", f"the word {word}"],
+                               labels=[word], speaker=speaker, language="en", split="train",
+                               source="fsdd", license="CC BY-SA 4.0", custom={"digit": DIGITS.index(word)},
+                               **facts))
+    f = clips[0][0]
+    items.append(AudioItem(id="fsdd/segment", path=str(f), start=0.1, duration=0.25,
+                           sampling_rate=8000, num_samples=sf.info(f).frames, channels=1,
+                           texts=["a part"], labels=[clips[0][2]]))
+    write_manifest(items, path)
+    return items
+
+
+@pytest.mark.parametrize("fmt", ["cuts", "recordings"])
+def test_lhotse_round_trip(corpora, tmp_path, capsys, fmt):
+    import lhotse
+    from lhotse.dataset import DynamicBucketingSampler
+
+    src = tmp_path / "m.jsonl"
+    items = _fsdd_manifest(corpora["clips"], src)
+    rc, out, err = _run(capsys, "export", "lhotse", "--manifest", str(src), "--out", str(tmp_path / "lh"),
+                        "--format", fmt)
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert (summary["items"], summary["recordings"]) == (N + 1, N)  # the segment shares a file
+
+    if fmt == "cuts":
+        cuts = lhotse.load_manifest_lazy(tmp_path / "lh" / "cuts.jsonl.gz")
+        args = ["--root", str(tmp_path / "lh" / "cuts.jsonl.gz")]
+    else:
+        recs = lhotse.load_manifest(tmp_path / "lh" / "recordings.jsonl.gz")
+        sups = lhotse.load_manifest(tmp_path / "lh" / "supervisions.jsonl.gz")
+        assert isinstance(recs, lhotse.RecordingSet) and isinstance(sups, lhotse.SupervisionSet)
+        cuts = lhotse.CutSet.from_manifests(recordings=recs, supervisions=sups).trim_to_supervisions(
+            keep_overlapping=False)
+        args = ["--recordings", str(tmp_path / "lh" / "recordings.jsonl.gz"),
+                "--supervisions", str(tmp_path / "lh" / "supervisions.jsonl.gz")]
+    # lhotse's own sampler and loader take it: every item, the same samples
+    sampler = DynamicBucketingSampler(cuts, max_duration=3.0, num_buckets=2, shuffle=True, seed=0)
+    seen = [c for batch in sampler for c in batch]
+    assert len(seen) == N + 1
+    by_sup = {c.supervisions[0].id: c for c in seen}
+    seg = by_sup["fsdd/segment"]
+    x, sr = sf.read(corpora["clips"][0][0], dtype="float32")
+    np.testing.assert_allclose(seg.load_audio()[0], x[800:800 + 2000], atol=1e-6)
+    assert by_sup["fsdd/" + corpora["clips"][1][1]].supervisions[0].text == items[1].texts[0]
+
+    back = tmp_path / "back.jsonl"
+    rc, _out, err = _run(capsys, "prepare", "lhotse", *args, "--out", str(back))
+    assert rc == 0, err
+    # the same manifest, byte for byte (ids, paths, segments, facts, texts, labels, custom)
+    assert back.read_text() == src.read_text()
+
+
+def test_export_lhotse_refuses_items_inside_containers(corpora, tmp_path, capsys):
+    m = tmp_path / "w.jsonl"
+    assert _run(capsys, "prepare", "webdataset", "--root", str(corpora["webdataset"]), "--out", str(m))[0] == 0
+    rc, _out, err = _run(capsys, "export", "lhotse", "--manifest", str(m), "--out", str(tmp_path / "lh"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "000000.tar" in err and "export webdataset" in err
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_members_rows_and_recordings_are_named(corpora, tmp_path, capsys):
+    from audiocl.audio.frontend import get_preset
+    from audiocl.data.extract import extract
+    from audiocl.data.store import FeatureStore
+
+    clips = corpora["clips"][:6]
+    fe = get_preset("speech16k", n_mels=32, clip_samples=16000)
+
+    # a tar with a corrupt member and a sample whose audio member is missing
+    tar = tmp_path / "bad" / "000000.tar"
+    tar.parent.mkdir()
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for i, (f, stem, word, _s) in enumerate(clips):
+            data = _flac(f)
+            if i == 2:  # the FLAC header survives, the frames are garbage
+                data = data[:300] + bytes(np.random.default_rng(0).integers(0, 256, len(data) - 300, np.uint8))
+            for name, blob in ([] if i == 4 else [(f"{stem}.flac", data)]) + [
+                    (f"{stem}.json", json.dumps({"text": word, "tag": [word]}).encode())]:
+                info = tarfile.TarInfo(name)
+                info.size = len(blob)
+                tf.addfile(info, io.BytesIO(blob))
+    m = tmp_path / "w.jsonl"
+    rc, _out, err = _run(capsys, "prepare", "webdataset", "--root", str(tar.parent), "--out", str(m))
+    line = _one_line(err)
+    assert rc == 2 and str(tar) in line and repr(clips[4][1]) in line and "no audio member" in line
+    assert not m.exists()
+    rc, out, err = _run(capsys, "prepare", "webdataset", "--root", str(tar.parent), "--out", str(m),
+                        "--on-missing", "skip")
+    assert rc == 0 and "wrote 5 items" in out and f"{tar}:{clips[4][1]}" in out
+    s = extract(m, tmp_path / "s1", fe, use_ray=False, progress=False)
+    assert (s["done"], s["failed"]) == (4, 1)
+    errors = [json.loads(x) for x in (tmp_path / "s1" / "errors.jsonl").read_text().splitlines()]
+    assert [(e["id"], e["reason"], e["path"]) for e in errors] == [
+        (f"webdataset/{clips[2][1]}", "unreadable", f"{tar}:{clips[2][1]}.flac")]
+    # a tar rewritten after prepare: the recorded offsets are stale -> "missing", not wrong audio
+    items = load_manifest(m)
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for f, stem, _w, _s in clips[1:]:
+            info = tarfile.TarInfo(f"{stem}.flac")
+            blob = _flac(f)
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    s = extract(m, tmp_path / "s2", fe, use_ray=False, progress=False)
+    reasons = {json.loads(x)["id"]: json.loads(x)["reason"]
+               for x in (tmp_path / "s2" / "errors.jsonl").read_text().splitlines()}
+    assert reasons and set(reasons.values()) <= {"missing", "unreadable"} and "missing" in reasons.values()
+    assert s["done"] + s["failed"] == len(items)
+
+    # an HF row with no audio
+    hf = build_hf(clips, tmp_path / "hf", null_row=3)
+    rc, _out, err = _run(capsys, "prepare", "hf", "--root", str(hf), "--out", str(tmp_path / "h.jsonl"))
+    line = _one_line(err)
+    assert rc == 2 and "data-00000-of-00001.arrow" in line and "row 3 has no audio" in line
+    rc, out, err = _run(capsys, "prepare", "hf", "--root", str(hf), "--out", str(tmp_path / "h.jsonl"),
+                        "--on-missing", "skip")
+    assert rc == 0 and "wrote 5 items" in out and "row 3" in out
+    s = extract(tmp_path / "h.jsonl", tmp_path / "s3", fe, use_ray=False, progress=False)
+    assert (s["done"], s["failed"]) == (5, 0)
+    assert FeatureStore(tmp_path / "s3").ids() and "hf/train/3" not in FeatureStore(tmp_path / "s3")
+
+    # a lhotse recording whose file is missing: at prepare, and after it
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    copies = []
+    for f, stem, word, speaker in clips:
+        (gone / f.name).write_bytes(f.read_bytes())
+        copies.append((gone / f.name, stem, word, speaker))
+    cuts = build_lhotse(copies, tmp_path / "lh" / "cuts.jsonl.gz")
+    (gone / clips[1][0].name).unlink()
+    rc, _out, err = _run(capsys, "prepare", "lhotse", "--root", str(cuts), "--out", str(tmp_path / "l.jsonl"))
+    line = _one_line(err)
+    assert rc == 2 and "cuts.jsonl.gz" in line and clips[1][1] in line and "audio file not found" in line
+    rc, out, err = _run(capsys, "prepare", "lhotse", "--root", str(cuts), "--out", str(tmp_path / "l.jsonl"),
+                        "--on-missing", "skip")
+    assert rc == 0 and "wrote 5 items" in out
+    (gone / clips[2][0].name).unlink()
+    s = extract(tmp_path / "l.jsonl", tmp_path / "s4", fe, use_ray=False, progress=False)
+    errors = [json.loads(x) for x in (tmp_path / "s4" / "errors.jsonl").read_text().splitlines()]
+    assert (s["done"], s["failed"]) == (4, 1)
+    assert [(e["reason"], e["path"]) for e in errors] == [("missing", str(gone / clips[2][0].name))]
+
+
+def test_manifest_ref_field_is_validated_and_optional(tmp_path):
+    from audiocl.errors import InputError
+
+    plain = AudioItem(id="a", path="/x.wav")
+    assert "ref" not in plain.to_dict()  # ordinary items keep their bytes
+    d = {"id": "b", "path": "/s.tar", "ref": {"kind": "tar", "member": "k.flac", "offset": 512, "size": 9}}
+    assert AudioItem.from_dict(d).to_dict()["ref"] == d["ref"]
+    for bad, field in [({"kind": "zip"}, "ref.kind"), ({"kind": "tar", "member": "k.flac", "offset": 512}, "ref.size"),
+                       ({"kind": "arrow", "row": -1, "column": "audio"}, "ref.row")]:
+        with pytest.raises(InputError) as e:
+            AudioItem.from_dict({"id": "c", "path": "/p", "ref": bad}, path="m.jsonl", line=3)
+        assert e.value.field == field
+
+
+def test_gz_lhotse_detection_is_not_fooled_by_audiocl_manifests(tmp_path):
+    from audiocl.data.importers import detect_source
+
+    m = tmp_path / "m.jsonl.gz"
+    with gzip.open(m, "wt") as fh:
+        fh.write(json.dumps({"id": "a", "path": "/x.wav", "sources": 1}) + "\n")
+    assert detect_source(m) is None

@@ -2,8 +2,9 @@
 
 ``root`` is a cuts manifest (``cuts.jsonl.gz``, as ``CutSet.to_file`` writes
 it); or ``recordings`` (plus optional ``supervisions``) name the two manifests.
-One item per cut, or, without cuts, one per supervision segment (a recording
-with none gives one whole-recording item). The item is the segment of the
+One item per cut, or, without cuts, one per supervision segment in the
+supervisions' order (a recording with none gives one whole-recording item,
+listed after the others). The item is the segment of the
 recording's file (``path``, ``start``, ``duration``, ``sampling_rate``,
 ``num_samples``, ``channels`` from the recording): nothing is copied.
 
@@ -196,29 +197,28 @@ def _from_recordings(
     manifest: Path, recs: Any, spath: Path | None, sups: Any, name: str | None,
     license: str | None, split: str | None, on_missing: str, st: ImportStats,
 ) -> Iterator[AudioItem]:
-    by_rec: dict[str, list[Any]] = {}
-    if sups is not None:
-        for s in sups:
-            by_rec.setdefault(s.recording_id, []).append(s)
-    rec_ids = set()
-    for rec in recs:
-        rec_ids.add(rec.id)
-        segs = by_rec.get(rec.id)
-        if not segs:
-            item = _item(rec.id, rec, 0.0, rec.duration, [], None, manifest, name, license,
-                         split, on_missing, st, f"recording {rec.id!r}")
-            if item is not None:
-                yield item
-            continue
-        for s in segs:
-            what = f"supervision {s.id!r}"
-            _check_channels(rec, s.channel, spath or manifest, what)
-            item = _item(s.id, rec, s.start, s.duration, [s], None, manifest, name, license,
-                         split, on_missing, st, what)
-            if item is not None:
-                yield item
-    orphans = sorted(set(by_rec) - rec_ids)
-    if orphans:
-        raise InputError(str(spath), f"{len(orphans)} supervision(s) name recordings that "
-                         f"{manifest.name} lacks (first: recording {orphans[0]!r})")
+    recordings = {rec.id: rec for rec in recs}
+    used: set[str] = set()
+    # in the supervisions' order (the order the user gave, and what export writes)
+    for s in sups if sups is not None else ():
+        rec = recordings.get(s.recording_id)
+        if rec is None:
+            raise InputError(str(spath), f"supervision {s.id!r} names recording {s.recording_id!r}, "
+                             f"which {manifest.name} lacks")
+        used.add(rec.id)
+        what = f"supervision {s.id!r}"
+        _check_channels(rec, s.channel, spath or manifest, what)
+        item = _item(s.id, rec, s.start, s.duration, [s], None, manifest, name, license,
+                     split, on_missing, st, what)
+        if item is not None:
+            yield item
+    # recordings without supervisions: one whole-recording item each, after the rest
+    bare = [rec for rid, rec in recordings.items() if rid not in used]
+    for rec in bare:
+        item = _item(rec.id, rec, 0.0, rec.duration, [], None, manifest, name, license,
+                     split, on_missing, st, f"recording {rec.id!r}")
+        if item is not None:
+            yield item
+    if bare and sups is not None:
+        st.notes.append(f"{len(bare)} recording(s) have no supervision; listed whole, after the others")
     finish(st)
