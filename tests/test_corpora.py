@@ -414,3 +414,47 @@ def test_gz_lhotse_detection_is_not_fooled_by_audiocl_manifests(tmp_path):
     with gzip.open(m, "wt") as fh:
         fh.write(json.dumps({"id": "a", "path": "/x.wav", "sources": 1}) + "\n")
     assert detect_source(m) is None
+
+
+def test_export_hf_and_prepare_it_back(corpora, tmp_path, capsys):
+    import datasets
+
+    src = tmp_path / "m.jsonl"
+    items = _fsdd_manifest(corpora["clips"], src)
+    rc, out, err = _run(capsys, "export", "hf", "--manifest", str(src), "--out", str(tmp_path / "hf"))
+    assert rc == 0, err
+    assert json.loads(out)["splits"] == {"train": N + 1}  # the segment has no split: train
+    ds = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert list(ds) == ["train"] and len(ds["train"]) == N + 1
+    assert isinstance(ds["train"].features["audio"], datasets.Audio)
+    back = tmp_path / "back.jsonl"
+    rc, _out, err = _run(capsys, "prepare", "hf", "--root", str(tmp_path / "hf"), "--out", str(back))
+    assert rc == 0, err
+    got = {it.id: it for it in load_manifest(back)}
+    assert sorted(got) == sorted(it.id for it in items)
+    for it in items:
+        g = got[it.id]
+        assert (g.texts, g.labels, g.speaker, g.language, g.custom.get("digit")) == (
+            it.texts, it.labels, it.speaker, it.language, it.custom.get("digit"))
+        assert g.ref["kind"] == "arrow"
+        assert g.num_samples == (it.num_samples if it.id != "fsdd/segment" else 2000)
+    from audiocl.data.sources import load_item
+
+    seg_back, sr = load_item(got["fsdd/segment"])
+    seg, sr0 = load_item(items[-1])
+    assert sr == sr0 and np.array_equal(seg_back, seg)  # a segment is written as float WAV: exact
+
+
+@pytest.mark.parametrize("source,module,extra", [("hf", "datasets", "hf"), ("lhotse", "lhotse", "lhotse")])
+def test_missing_extra_is_one_line(corpora, tmp_path, capsys, monkeypatch, source, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # as if the package were not installed
+    rc, _out, err = _run(capsys, "prepare", source, "--root", str(corpora[source]), "--out", str(tmp_path / "m.jsonl"))
+    line = _one_line(err)
+    assert rc == 2 and f"pip install 'audiocl[{extra}]'" in line and f"audiocl prepare {source}" in line
+
+
+def test_webdataset_tars_need_no_library(corpora, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "webdataset", None)
+    rc, out, err = _run(capsys, "prepare", "webdataset", "--root", str(corpora["webdataset"]),
+                        "--out", str(tmp_path / "m.jsonl"))
+    assert rc == 0 and f"wrote {N} items" in out, err

@@ -11,14 +11,16 @@ type ``Audio``) holds ``{bytes, path}`` structs:
 - a path only: the item is that file (relative paths against the data file's
   folder, then ``root``).
 
-``text_column`` (default ``text`` when present; strings or lists of strings)
-gives ``texts``; ``label_column`` (default ``label`` when present; a
+``text_column`` (default ``text``, else ``texts``, when present; strings or
+lists of strings) gives ``texts``; ``label_column`` (default ``label``, else
+``labels``; a
 ``ClassLabel`` becomes its names, ints or strings or lists of them) gives
 ``labels``; ``id_column`` (default ``id``), ``speaker_column`` (``speaker_id``
 or ``speaker``) and ``language_column`` (``language`` or ``locale``) fill those
 fields when present; other columns of plain values (strings, numbers, bools)
 are kept as custom fields (columns named like a manifest core field are
-dropped). Ids default to ``<name>/<split or file stem>/<row>``. ``splits``
+dropped). Ids default to ``<name>/<split or file stem>/<row>`` (the row
+within the split, counted across its files). ``splits``
 selects splits of a ``DatasetDict``; ``split`` names the split of a plain
 dataset. A row without audio follows ``on_missing`` (error: one line naming the
 file and row; skip: counted). Needs the ``hf`` extra (``datasets``, ``pyarrow``).
@@ -147,6 +149,7 @@ def _items(
     from audiocl.data.sources import arrow_audio_cell, open_table
 
     seen: dict[str, str] = {}
+    offset: dict[str | None, int] = {}  # rows of the split's earlier files: ids count across files
     for split, path in files:
         try:
             table = open_table(str(path))
@@ -159,8 +162,8 @@ def _items(
         if acol is None or acol not in columns:
             raise InputError(str(path), f"no audio column {cols['audio'] or 'audio'!r} (columns: "
                              f"{', '.join(columns)}); name it with --audio-column", field=cols["audio"])
-        tcol = _pick(columns, cols["text"], ("text",), "text", path)
-        lcol = _pick(columns, cols["label"], ("label",), "label", path)
+        tcol = _pick(columns, cols["text"], ("text", "texts"), "text", path)
+        lcol = _pick(columns, cols["label"], ("label", "labels"), "label", path)
         icol = _pick(columns, cols["id"], ("id",), "id", path)
         scol = _pick(columns, None, _SPEAKER, "speaker", path)
         gcol = _pick(columns, None, _LANGUAGE, "language", path)
@@ -175,6 +178,8 @@ def _items(
                   and isinstance(features.get(c), datasets.Value)]
         group = split if split is not None else path.stem
         rows = {c: table.column(c).to_pylist() for c in {tcol, lcol, icol, scol, gcol, *scalar} if c}
+        first = offset.get(group, 0)
+        offset[group] = first + table.num_rows
         for row in range(table.num_rows):
             where = f"{path}:row {row}"
             cell = arrow_audio_cell(table, row, acol)
@@ -199,7 +204,7 @@ def _items(
                     continue
                 item_path = os.path.abspath(found)
             ident = rows[icol][row] if icol else None
-            ident = str(ident) if ident not in (None, "") else f"{name}/{group}/{row}"
+            ident = str(ident) if ident not in (None, "") else f"{name}/{group}/{first + row}"
             if ident in seen:
                 raise InputError(str(path), f"row {row}: id {ident!r} already used by {seen[ident]}",
                                  field=icol or "id")
