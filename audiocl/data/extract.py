@@ -166,11 +166,11 @@ def process_shard(
                     with torch.inference_mode():
                         mel = logmel(torch.from_numpy(wav)).numpy()
                 except AudioclError as err:  # shorter than the STFT's padding
-                    raise AudioDecodeError(_where(item), "too_short", str(err)) from None
+                    raise AudioDecodeError(item["path"], "too_short", str(err)) from None
                 if mel.shape[0] == 0:
-                    raise AudioDecodeError(_where(item), "too_short", "the front-end made 0 frames")
+                    raise AudioDecodeError(item["path"], "too_short", "the front-end made 0 frames")
                 if not np.isfinite(mel).all():
-                    raise AudioDecodeError(_where(item), "nonfinite", "non-finite log-mel values")
+                    raise AudioDecodeError(item["path"], "nonfinite", "non-finite log-mel values")
             t3 = clock()
             cpu["logmel"] += t3 - t2
             builder.add({"id": item["id"]}, mel, wav if "waveform" in params.kinds else None)

@@ -116,7 +116,9 @@ def _samples(tar: Path, read_audio: bool) -> Iterator[tuple[str, dict[str, Any]]
     try:
         tf = tarfile.open(tar, mode="r:")
     except tarfile.ReadError as err:
-        if tar.name.endswith((".gz", ".tgz")) or tar.read_bytes()[:2] == b"\x1f\x8b":
+        with open(tar, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        if gz or tar.name.endswith((".gz", ".tgz")):
             raise InputError(str(tar), "compressed tar: its members cannot be read in place; "
                              "decompress it (gunzip) first") from None
         raise InputError(str(tar), f"not a tar file ({err})") from None
