@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "turn a dataset on disk into a JSONL manifest"),
     "extract": ("extract", "extract features from a manifest into a sharded store (Ray)"),
     "info": ("info", "counts, durations and histograms of a manifest or feature store"),
-    "export": ("export", "export a feature store's audio to WebDataset tars"),
+    "export": ("export", "export a corpus to WebDataset tars, lhotse manifests or a Hugging Face dataset"),
     "train": ("train", "train a multi-tower contrastive model from a YAML config"),
     "eval": ("eval", "zero-shot classification, retrieval, multi-way retrieval, probes"),
     "report": ("report", "put several experiments side by side in one Markdown table"),

@@ -408,9 +408,10 @@ def test_folder_captions_csv_and_json(tmp_path: Path, tiny_wav_factory) -> None:
 
 
 def test_registry_and_unknown_options(tmp_path: Path) -> None:
-    assert sorted(IMPORTERS) == ["audiocaps", "clotho", "esc50", "folder", "fsdd", "urbansound8k"]
+    assert sorted(IMPORTERS) == ["audiocaps", "clotho", "esc50", "folder", "fsdd", "hf", "lhotse",
+                                 "urbansound8k", "webdataset"]
     assert "filename_pattern" in importer_options("audiocaps")
-    with pytest.raises(AudioclError, match="known: audiocaps, clotho, esc50, folder, fsdd, urbansound8k"):
+    with pytest.raises(AudioclError, match="known: audiocaps, clotho, esc50, folder, fsdd, hf, lhotse, urbansound8k, webdataset"):
         prepare("esc-50", tmp_path)
     with pytest.raises(AudioclError, match="captions"):
         prepare("esc50", tmp_path, captions="x.csv")

@@ -121,11 +121,17 @@ def _wav_truncation(f: sf.SoundFile) -> str | None:
             "are present")
 
 
-def probe(path: str | os.PathLike) -> dict[str, int | float | str]:
-    """Header facts of a file without decoding it: sampling rate, frames, channels, duration."""
-    p = check_file(path)
+def probe(path: str | os.PathLike | bytes, *, name: str | None = None) -> dict[str, int | float | str]:
+    """Header facts of a file (or of encoded bytes, named ``name`` in errors) without
+    decoding it: sampling rate, frames, channels, duration."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        p: str | Path = name or "<bytes>"
+        src: str | io.BytesIO = io.BytesIO(bytes(path))
+    else:
+        p = check_file(path)
+        src = str(p)
     try:
-        info = sf.info(str(p))
+        info = sf.info(src)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioDecodeError(p, "unreadable", str(e)) from None
     return {

@@ -9,7 +9,12 @@ from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="a manifest (.jsonl / .jsonl.gz) or a feature store folder")
+    parser.add_argument(
+        "path",
+        help="a manifest (.jsonl / .jsonl.gz), a feature store folder, or a corpus read in place: "
+        "WebDataset tars (folder, tar or pattern), a Hugging Face save_to_disk folder or "
+        "parquet/arrow files, a lhotse cuts or recordings manifest",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--top", type=int, default=20, help="labels to list (default 20)")
     parser.add_argument("--verify", action="store_true",
@@ -36,7 +41,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top < 0:
         raise AudioclError("--top must be >= 0")
-    if os.path.isdir(args.path):
+    from audiocl.data.importers import detect_source
+
+    source = None if os.path.isfile(os.path.join(args.path, "features.json")) else detect_source(args.path)
+    if source is not None:
+        if args.verify:
+            raise AudioclError(f"--verify checks a feature store; {args.path} is a {source} corpus")
+        from audiocl.data.importers import prepare
+        from audiocl.data.manifest import format_manifest_summary, summarize_items
+
+        # the importer's items, read in place (nothing written): what prepare would list
+        summary = summarize_items(prepare(source, args.path), args.path, top=args.top, kind=source)
+        text = format_manifest_summary(summary)
+    elif os.path.isdir(args.path):
         try:
             from audiocl.data.store import summarize_store
         except ImportError as err:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-_DATASETS = "esc50, fsdd, urbansound8k, audiocaps, clotho, folder"
+_DATASETS = "esc50, fsdd, urbansound8k, audiocaps, clotho, folder, webdataset, hf, lhotse"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help=f"dataset name: {_DATASETS}")
-    parser.add_argument("--root", required=True, help="the dataset's folder, in its published layout")
+    parser.add_argument(
+        "--root", default=None,
+        help="the dataset's folder, in its published layout (webdataset: a folder, tar or "
+        "pattern of tars; hf: a save_to_disk folder or parquet/arrow files; lhotse: a cuts manifest)",
+    )
     parser.add_argument("--out", required=True, help="manifest to write (.jsonl or .jsonl.gz)")
     parser.add_argument(
         "--no-probe", action="store_true",
@@ -42,17 +46,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--license", help="licence of the files, recorded on every item")
     g.add_argument("--split", help="split recorded on every item")
     g.add_argument("--language", help="language recorded on every item")
+    g = parser.add_argument_group("hf")
+    g.add_argument("--audio-column", help="the Audio column (default: audio, or the only Audio column)")
+    g.add_argument("--text-column", help="captions/transcripts (default: text when present)")
+    g.add_argument("--label-column", help="labels, e.g. a ClassLabel (default: label when present)")
+    g.add_argument("--id-column", help="item ids (default: id when present)")
+    g = parser.add_argument_group("lhotse")
+    g.add_argument("--recordings", help="a RecordingSet manifest (instead of --root CUTS)")
+    g.add_argument("--supervisions", help="the SupervisionSet for --recordings")
 
 
 _OPTIONAL = (
     "on_missing", "splits", "audio_dir", "filename_pattern", "captions", "labels_from",
     "extensions", "name", "license", "split", "language",
+    "audio_column", "text_column", "label_column", "id_column", "recordings", "supervisions",
 )
 
 
 def run(args: argparse.Namespace) -> int:
     from audiocl.data.importers import prepare_manifest
+    from audiocl.errors import AudioclError
 
+    if args.root is None and not (args.dataset == "lhotse" and args.recordings):
+        raise AudioclError("--root is required" + (" (or --recordings)" if args.dataset == "lhotse" else ""))
     kw = {k: getattr(args, k) for k in _OPTIONAL if getattr(args, k) is not None}
     if args.no_probe:
         kw["probe"] = False

@@ -104,24 +104,22 @@ class ShardWorker:
 
 def _decode_item(item: dict[str, Any], params: StoreParams) -> tuple[np.ndarray, int]:
     """Decode and check one item: ``([channels, samples], sr)``; AudioDecodeError on failure."""
-    from audiocl.audio.io import AudioDecodeError, check_waveform, load_audio, probe
+    from audiocl.audio.io import check_waveform
+    from audiocl.data.sources import item_name, load_item
 
-    path = item["path"]
-    start = float(item.get("start") or 0.0)
-    duration = item.get("duration")
-    if params.max_duration is not None:
-        # a header probe rejects a long file without decoding all of it
-        info = probe(path)
-        seg = info["duration"] - start if duration is None else min(duration, info["duration"] - start)
-        if seg > params.max_duration:
-            raise AudioDecodeError(
-                path, "too_long", f"{seg:.3f} s > max_duration {params.max_duration} s"
-            )
-    x, sr = load_audio(path, start=start, duration=duration)
+    # a file, a tar member or an arrow row (the item's "ref"), read by this worker itself
+    x, sr = load_item(item, max_duration=params.max_duration)
     check_waveform(
-        x, sr, min_duration=params.min_duration, max_duration=params.max_duration, path=path
+        x, sr, min_duration=params.min_duration, max_duration=params.max_duration,
+        path=item_name(item),
     )
     return x, sr
+
+
+def _where(item: dict[str, Any]) -> str:
+    from audiocl.data.sources import item_name
+
+    return item_name(item)
 
 
 def process_shard(
@@ -178,17 +176,17 @@ def process_shard(
             builder.add({"id": item["id"]}, mel, wav if "waveform" in params.kinds else None)
             cpu["write"] += clock() - t3
         except AudioDecodeError as err:
-            builder.fail({"id": item["id"], "path": item["path"], "reason": err.reason,
+            builder.fail({"id": item["id"], "path": _where(item), "reason": err.reason,
                           "message": err.detail})
         except (MemoryError, OSError) as err:
             if isinstance(err, OSError) and stage == "decode":
-                builder.fail({"id": item["id"], "path": item["path"], "reason": "unreadable",
+                builder.fail({"id": item["id"], "path": _where(item), "reason": "unreadable",
                               "message": f"{type(err).__name__}: {err}"})
             else:
                 builder.abort()  # no temporary file of this shard is left behind
                 raise  # disk full, out of memory: the shard fails and is reported
         except Exception as err:  # any other per-item failure must not cost the shard
-            builder.fail({"id": item["id"], "path": item["path"], "reason": "error",
+            builder.fail({"id": item["id"], "path": _where(item), "reason": "error",
                           "message": f"{stage}: {type(err).__name__}: {err}"})
     t0 = clock()
     try:
@@ -210,7 +208,8 @@ def plan_shards(
 ) -> Iterator[tuple[int, Path, str, int]]:
     """Stream the manifest into shard spec files; yields ``(shard, spec, spec_hash, n)``.
 
-    The spec holds only what a worker needs (id, path, start, duration); its
+    The spec holds only what a worker needs (id, path, start, duration, and ``ref``
+    for an item inside a tar or arrow file); its
     sha256 identifies the shard's input, and resume compares it with the marker.
     """
     from audiocl.data.manifest import read_manifest
@@ -226,8 +225,10 @@ def plan_shards(
         return shard, path, hashlib.sha256(body).hexdigest(), len(buf)
 
     for item in read_manifest(Path(manifest).resolve()):
-        buf.append(canonical_json({"id": item.id, "path": item.path, "start": item.start,
-                               "duration": item.duration}) + "\n")
+        spec = {"id": item.id, "path": item.path, "start": item.start, "duration": item.duration}
+        if item.ref is not None:  # a tar member / arrow row: part of the shard's identity
+            spec["ref"] = item.ref
+        buf.append(canonical_json(spec) + "\n")
         if len(buf) == shard_size:
             yield flush()
             buf = []

@@ -17,6 +17,25 @@ in :attr:`AudioItem.custom` and written back at the top level, so unknown
 fields survive a read/write round trip. A lhotse-style nested ``"custom"``
 object is accepted on read and merged into the same dictionary.
 
+An item whose audio lives inside a container names it with the optional
+``ref`` field (written only when set, so ordinary file items are unchanged);
+``path`` is then the container file::
+
+    "path": "shards/000003.tar",
+    "ref": {"kind": "tar", "member": "sample-17.flac", "offset": 10752, "size": 48213}
+
+    "path": "hf/train/data-00000-of-00001.arrow",
+    "ref": {"kind": "arrow", "row": 41, "column": "audio"}
+
+``tar``: ``offset`` is the byte offset of the member's data in the
+(uncompressed) tar and ``size`` its length, so decoding is one seek and one
+read; the 512-byte header just before ``offset`` is checked against
+``member``/``size``, so a tar rewritten since the manifest was made is a
+``missing`` error, not the wrong audio. ``arrow``: row ``row`` (0-based, in
+this file) of ``column``, an ``Audio`` struct ``{bytes, path}`` of a Hugging
+Face arrow or parquet file. ``start``/``duration`` select a segment of the
+referenced audio as for a file. :mod:`audiocl.data.sources` decodes every kind.
+
 Reading is lazy (:func:`read_manifest` streams line by line, so manifests of
 millions of lines never sit in memory) and strict: every problem raises
 :class:`~audiocl.errors.InputError` naming the file, the 1-based line and the
@@ -59,7 +78,16 @@ CORE_FIELDS: tuple[str, ...] = (
     "source",
     "license",
 )
-_RESERVED = frozenset(CORE_FIELDS) | {"custom"}
+#: optional core fields, written only when set (so items without them keep their bytes)
+OPTIONAL_FIELDS: tuple[str, ...] = ("ref",)
+_RESERVED = frozenset(CORE_FIELDS) | frozenset(OPTIONAL_FIELDS) | {"custom"}
+#: names that are not custom fields (importers drop source columns named so)
+RESERVED_FIELDS = _RESERVED
+#: ``ref`` kinds and their required fields with types
+REF_KINDS: dict[str, dict[str, type]] = {
+    "tar": {"member": str, "offset": int, "size": int},
+    "arrow": {"row": int, "column": str},
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZ_DAMAGED = "the gzip data is damaged"
 # how far a segment may run past the probed end of its file: MP3 headers give
@@ -143,7 +171,9 @@ class AudioItem:
     ``start`` and ``duration`` (seconds) select a segment of ``path``;
     ``duration=None`` means "to the end of the file". ``sampling_rate``,
     ``num_samples`` and ``channels`` describe the whole file as probed at
-    import time (None when unknown). ``custom`` holds every other field.
+    import time (None when unknown). ``ref`` names the audio inside the
+    container ``path`` (a tar member, an arrow row; see the module docstring),
+    None for a plain file. ``custom`` holds every other field.
     """
 
     id: str
@@ -161,6 +191,7 @@ class AudioItem:
     source: str | None = None
     license: str | None = None
     custom: dict[str, Any] = field(default_factory=dict)
+    ref: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """Raise ``InputError`` (no path/line) if a field has a wrong type or value."""
@@ -185,6 +216,8 @@ class AudioItem:
         out: dict[str, Any] = {name: getattr(item, name) for name in CORE_FIELDS}
         out["texts"] = list(item.texts)
         out["labels"] = list(item.labels)
+        if item.ref is not None:
+            out["ref"] = dict(item.ref)
         out.update(item.custom)
         return out
 
@@ -276,7 +309,34 @@ def _build(v: dict[str, Any], custom: Any) -> AudioItem:
         source=_check_str(v.get("source"), "source", optional=True),
         license=_check_str(v.get("license"), "license", optional=True),
         custom=dict(custom),
+        ref=_check_ref(v.get("ref")),
     )
+
+
+def _check_ref(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _ItemInvalid(f"expected an object, got {_type_name(value)} {_short(value)}", "ref")
+    kind = value.get("kind")
+    if kind not in REF_KINDS:
+        raise _ItemInvalid(
+            f"kind must be one of {', '.join(REF_KINDS)}, got {_short(kind)}", "ref.kind"
+        )
+    want = REF_KINDS[kind]
+    extra = sorted(set(value) - set(want) - {"kind"})
+    if extra:
+        raise _ItemInvalid(f"unknown field(s) {', '.join(extra)} for kind {kind!r}", "ref")
+    for key, typ in want.items():
+        if key not in value:
+            raise _ItemInvalid("required field is missing", f"ref.{key}")
+        if typ is int:
+            _check_int(value[key], f"ref.{key}", minimum=0)
+            if value[key] is None:
+                raise _ItemInvalid("expected an integer, got null", f"ref.{key}")
+        elif not isinstance(value[key], str) or not value[key]:
+            raise _ItemInvalid(f"expected a non-empty string, got {_short(value[key])}", f"ref.{key}")
+    return {"kind": kind, **{k: (int(value[k]) if want[k] is int else value[k]) for k in want}}
 
 
 # ---------------------------------------------------------------- reading
@@ -299,7 +359,11 @@ def _check_exists(path: Path) -> None:
     if not path.exists():
         raise AudioclError(f"manifest not found: {path}")
     if path.is_dir():
-        raise AudioclError(f"manifest is a directory, expected a .jsonl or .jsonl.gz file: {path}")
+        raise AudioclError(
+            f"manifest is a directory, expected a .jsonl or .jsonl.gz file: {path} (a "
+            "WebDataset, Hugging Face or lhotse corpus? make a manifest of it first: "
+            "audiocl prepare webdataset|hf|lhotse --root DIR --out M.jsonl)"
+        )
 
 
 class _DuplicateKey(ValueError):
@@ -635,6 +699,14 @@ def summarize_manifest(path: str | os.PathLike, *, top: int = 20) -> dict[str, A
     when ``duration`` is missing; items with neither are counted in
     ``duration.unknown``. ``labels.top`` holds the ``top`` most frequent labels.
     """
+    return summarize_items(read_manifest(path, resolve_paths=False), path, top=top)
+
+
+def summarize_items(
+    items: Iterable[AudioItem], path: str | os.PathLike, *, top: int = 20, kind: str = "manifest"
+) -> dict[str, Any]:
+    """:func:`summarize_manifest` of any items (an importer's, read in place);
+    ``kind`` says what ``path`` is (``manifest``, ``webdataset``, ``hf``, ``lhotse``)."""
     n = 0
     total = 0.0
     dmin = math.inf
@@ -647,7 +719,7 @@ def summarize_manifest(path: str | os.PathLike, *, top: int = 20) -> dict[str, A
     texts_per: Counter[int] = Counter()
     sources: Counter[str] = Counter()
     n_texts = 0
-    for item in read_manifest(path, resolve_paths=False):
+    for item in items:
         n += 1
         dur = item.duration
         if dur is None and item.num_samples is not None and item.sampling_rate:
@@ -666,7 +738,7 @@ def summarize_manifest(path: str | os.PathLike, *, top: int = 20) -> dict[str, A
         sources[item.source if item.source is not None else "none"] += 1
     return {
         "path": str(path),
-        "kind": "manifest",
+        "kind": kind,
         "items": n,
         "duration": {
             "total_s": total,
@@ -704,7 +776,7 @@ def format_manifest_summary(s: dict[str, Any]) -> str:
 
     d = s["duration"]
     lines = [
-        f"manifest: {s['path']}",
+        f"{s.get('kind', 'manifest')}: {s['path']}",
         f"items: {s['items']}",
         f"duration: total {d['total_s']:.1f} s ({d['total_h']:.3f} h), mean {sec(d['mean_s'])}, "
         f"min {sec(d['min_s'])}, max {sec(d['max_s'])}"

@@ -134,8 +134,9 @@ def export_webdataset(
     listed in the summary, not exported. ``text_template`` (e.g. ``"This is a
     sound of {}."``) makes a caption from the labels of items without texts.
     """
-    from audiocl.audio.io import AudioDecodeError, load_mono, resample
+    from audiocl.audio.io import AudioDecodeError, resample
     from audiocl.data.manifest import read_manifest
+    from audiocl.data.sources import item_name, load_item_mono
     from audiocl.data.store import FeatureStore
 
     if samples_per_tar < 1:
@@ -172,9 +173,9 @@ def export_webdataset(
                     wav = resample(wav, store.sample_rate, sample_rate)
                     from_store += 1
                 else:
-                    wav = load_mono(item.path, sample_rate, start=item.start, duration=item.duration)
+                    wav = load_item_mono(item, sample_rate)
                     if not np.isfinite(wav).all():
-                        raise AudioDecodeError(item.path, "nonfinite")
+                        raise AudioDecodeError(item_name(item), "nonfinite")
             except AudioDecodeError as err:
                 failed.append({"id": item.id, "reason": err.reason, "message": err.detail})
                 continue
@@ -186,7 +187,7 @@ def export_webdataset(
                 "text": texts,
                 "tag": list(item.labels),
                 "original_data": {k: v for k, v in item.to_dict().items()
-                                  if k not in ("id", "path", "texts", "labels") and v is not None},
+                                  if k not in ("id", "path", "texts", "labels", "ref") and v is not None},
             }
             yield keys[item.id], _flac_bytes(wav, sample_rate), meta
 

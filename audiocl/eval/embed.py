@@ -87,15 +87,12 @@ def embed_items_audio(
                 bar.update(len(sub))
         return F.normalize(torch.cat(out), dim=-1)
 
-    from audiocl.audio.io import load_mono
+    from audiocl.data.sources import load_item_mono
 
     out = []
     with progress(len(items), f"embed {tower or 'audio'}", unit="clip") as bar:
         for sub in _group(list(items), group):
-            wavs = [
-                load_mono(it.path, fe.sample_rate, start=float(it.start or 0.0), duration=it.duration)
-                for it in sub
-            ]
+            wavs = [load_item_mono(it, fe.sample_rate) for it in sub]
             out.append(
                 embed_waveforms(model, wavs, fe.sample_rate, batch_size=batch_size, tower=tower,
                                 keys=[it.id for it in sub], long_clips=long_clips)
