@@ -196,6 +196,9 @@ class TrainConfig(StrictModel):
     max_skipped_steps: int = Field(10, ge=0, description="with on_nan=skip: give up after this many in a row")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    # torch.compile each tower's encoder in place (audiocl.train.device.compile_towers);
+    # the first steps then include compilation
+    compile: bool = False
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:
@@ -358,7 +361,7 @@ def absolute_paths(cfg: TrainingConfig, base: str | Path | None = None) -> Train
 RESUME_ALLOWED = (
     "train.epochs", "train.max_steps", "train.log_every", "train.progress", "train.val_every",
     "train.ckpt_every", "train.keep_checkpoints", "train.output_dir", "train.on_nan",
-    "train.max_skipped_steps", "train.device", "data.num_workers", "distributed.address",
+    "train.max_skipped_steps", "train.device", "train.compile", "data.num_workers", "distributed.address",
     "distributed.name", "distributed.storage_path", "distributed.max_failures",
 )  # fmt: skip
 

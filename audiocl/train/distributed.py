@@ -52,7 +52,10 @@ def _worker(loop_config: dict[str, Any]) -> None:
         dist.barrier()
     if not dist.is_initialized() or dist.get_rank() == 0:
         marker.touch()
-    device = None
+    # one device per rank: the GPU Ray assigned (NCCL), else the CPU (gloo, whose
+    # collectives the losses' gathers use on CPU tensors); the Trainer makes it
+    # the process's current CUDA device, which NCCL's object collectives use
+    device = torch.device("cpu")
     if cfg.distributed.gpus > 0:
         import ray.train.torch
 
@@ -173,6 +176,11 @@ def train_distributed(
     d = cfg.distributed
     if cfg.data.batch_size % d.workers:
         raise AudioclError(f"data.batch_size={cfg.data.batch_size} must be divisible by {d.workers} workers")
+    if d.gpus == 0 and cfg.train.device == "cuda":
+        raise AudioclError(
+            "train.device=cuda under Ray Train needs distributed.gpus >= 1 (--gpus 1): "
+            "without it the workers get no GPU and use gloo on the CPU"
+        )
     cfg = absolute_paths(cfg)
     out = Path(cfg.train.output_dir)
     prepare_output_dir(out, resume=resume, overwrite=overwrite)
