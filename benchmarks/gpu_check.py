@@ -340,15 +340,21 @@ def bench_logmel(cuda: bool, n_cpu: int, n_gpu: int, repeats: int) -> dict[str, 
 def run_cuda_tests(timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpu-check-junit-") as d:
         xml = Path(d) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+        cmd = [sys.executable, "-m", "pytest", "-v", "-m", "cuda", "-p", "no:cacheprovider",
                f"--junitxml={xml}", str(REPO / "tests" / "test_cuda.py")]  # fmt: skip
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
         try:
             proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as err:
-            tail = (err.stdout or b"")[-2000:]
-            sys.stderr.write(tail.decode() if isinstance(tail, bytes) else tail)
-            return {"error": f"pytest -m cuda ran past {timeout:.0f} s"}
+            text = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+            sys.stderr.write(text[-4000:])
+            # what finished before the limit, from pytest -v's "path::test PASSED" lines
+            done: dict[str, list[str]] = {}
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and "::" in parts[0] and parts[1] in ("PASSED", "FAILED", "SKIPPED", "ERROR"):
+                    done.setdefault(parts[1].lower(), []).append(parts[0].split("::", 1)[1])
+            return {"error": f"pytest -m cuda ran past {timeout:.0f} s", "finished": done}
         sys.stderr.write(proc.stdout[-6000:] + proc.stderr[-3000:])
         res: dict[str, Any] = {"returncode": proc.returncode, "command": "pytest -m cuda tests/test_cuda.py"}
         if not xml.is_file():

@@ -48,18 +48,22 @@ def _worker(loop_config: dict[str, Any]) -> None:
     resume = bool(loop_config["resume"]) or marker.exists()
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.barrier()
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        marker.touch()
+    from audiocl.train.device import setup_device
+
     # one device per rank: the GPU Ray assigned (NCCL), else the CPU (gloo, whose
-    # collectives the losses' gathers use on CPU tensors); the Trainer makes it
-    # the process's current CUDA device, which NCCL's object collectives use
+    # collectives the losses' gathers use on CPU tensors). It becomes the current
+    # CUDA device before the first collective: NCCL runs barriers and object
+    # collectives on the current device
     device = torch.device("cpu")
     if cfg.distributed.gpus > 0:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
+    setup_device(device)
+    if dist.is_initialized():
+        dist.barrier()
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        marker.touch()
     build: Callable[[TrainingConfig], Any] = loop_config.get("build") or build_components
     comp = build(cfg)
     trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data, device=device)
