@@ -69,9 +69,9 @@ class CudaPrefetcher:
     """Iterator over ``batches`` that yields them already on ``device`` (CUDA).
 
     One batch is kept in flight: ``next()`` hands out the batch copied during
-    the previous step and starts the copy of the following one. The time
-    ``next()`` blocks is therefore still the time the loader makes the
-    trainer wait (the trainer's data-wait timer stays meaningful).
+    the previous step and starts the copy of the following one (the first
+    call reads two). Every wait on the loader therefore happens inside some
+    ``next()``, so the trainer's data-wait timer still measures it.
     """
 
     def __init__(self, batches: Iterable[Any], device: torch.device) -> None:
@@ -82,7 +82,8 @@ class CudaPrefetcher:
         self.stream = torch.cuda.Stream(device=device)
         self._next: Any = None
         self._done = False
-        self._preload()
+        # the first batch is read on the first next(), inside the trainer's data-wait timer
+        self._started = False
 
     def _preload(self) -> None:
         try:
@@ -98,6 +99,9 @@ class CudaPrefetcher:
         return self
 
     def __next__(self) -> Any:
+        if not self._started:
+            self._started = True
+            self._preload()
         if self._done:
             raise StopIteration
         current = torch.cuda.current_stream(self.device)
