@@ -35,6 +35,7 @@ others still run, so one run on a lent GPU always yields its JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -285,7 +286,8 @@ def bench_data_wait(dry: bool, tmp: Path, batch: int, steps: int, workers: list[
         cfg = training_config(mcfg, run_dir, batch, steps, store=str(store), manifest=str(manifest),
                               max_frames=frames, length_policy="repeatpad", num_workers=w)  # fmt: skip
         t0 = time.perf_counter()
-        train(cfg)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout holds the JSON line only
+            train(cfg)
         with open(run_dir / "train_log.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         wait = np.array([float(r["data_wait"]) for r in rows])

@@ -34,7 +34,8 @@ def report() -> dict:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-3000:]
+    # one JSON object and nothing else on stdout (progress and training lines go to stderr)
+    assert len(lines) == 1, proc.stdout[-3000:]
     return json.loads(lines[-1])
 
 
