@@ -200,6 +200,9 @@ class TrainConfig(StrictModel):
     loggers: list[Literal["csv", "tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["csv", "tensorboard"], description="csv always; wandb/mlflow are extras"
     )
+    # torch.compile each tower's encoder in place (audiocl.train.device.compile_towers);
+    # the first steps then include compilation
+    compile: bool = False
 
     @model_validator(mode="after")
     def _length(self) -> TrainConfig:
@@ -364,7 +367,8 @@ def absolute_paths(cfg: TrainingConfig, base: str | Path | None = None) -> Train
 RESUME_ALLOWED = (
     "train.epochs", "train.max_steps", "train.log_every", "train.progress", "train.val_every",
     "train.ckpt_every", "train.keep_checkpoints", "train.output_dir", "train.on_nan",
-    "train.max_skipped_steps", "train.device", "train.loggers", "data.num_workers", "distributed.address",
+    "train.max_skipped_steps", "train.device", "train.loggers", "train.compile", "data.num_workers",
+    "distributed.address",
     "distributed.name", "distributed.storage_path", "distributed.max_failures",
 )  # fmt: skip
 

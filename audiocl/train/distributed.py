@@ -48,15 +48,22 @@ def _worker(loop_config: dict[str, Any]) -> None:
     resume = bool(loop_config["resume"]) or marker.exists()
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.barrier()
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        marker.touch()
-    device = None
+    from audiocl.train.device import setup_device
+
+    # one device per rank: the GPU Ray assigned (NCCL), else the CPU (gloo, whose
+    # collectives the losses' gathers use on CPU tensors). It becomes the current
+    # CUDA device before the first collective: NCCL runs barriers and object
+    # collectives on the current device
+    device = torch.device("cpu")
     if cfg.distributed.gpus > 0:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
+    setup_device(device)
+    if dist.is_initialized():
+        dist.barrier()
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        marker.touch()
     build: Callable[[TrainingConfig], Any] = loop_config.get("build") or build_components
     comp = build(cfg)
     trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data, device=device)
@@ -173,6 +180,11 @@ def train_distributed(
     d = cfg.distributed
     if cfg.data.batch_size % d.workers:
         raise AudioclError(f"data.batch_size={cfg.data.batch_size} must be divisible by {d.workers} workers")
+    if d.gpus == 0 and cfg.train.device == "cuda":
+        raise AudioclError(
+            "train.device=cuda under Ray Train needs distributed.gpus >= 1 (--gpus 1): "
+            "without it the workers get no GPU and use gloo on the CPU"
+        )
     cfg = absolute_paths(cfg)
     out = Path(cfg.train.output_dir)
     prepare_output_dir(out, resume=resume, overwrite=overwrite)

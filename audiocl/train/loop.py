@@ -51,6 +51,7 @@ from audiocl.train.data import (
     TrainData,
     to_device,
 )
+from audiocl.train.device import compile_towers, device_batches, pick_device, setup_device
 from audiocl.train.logs import Progress, TrainLogs
 from audiocl.train.validate import validate
 
@@ -89,9 +90,7 @@ class FitResult:
 
 
 def _pick_device(cfg: TrainingConfig) -> torch.device:
-    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-    return torch.device("cpu")
+    return pick_device(cfg.train.device)
 
 
 class Trainer:
@@ -114,7 +113,9 @@ class Trainer:
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
         self.device = device or _pick_device(cfg)
+        setup_device(self.device)
         self.model = model.to(self.device)
+        self.compiled = compile_towers(self.model) if cfg.train.compile else []
         if not isinstance(loss_fn, CombinedLoss):
             # one term, so a non-finite loss is blamed on it by name
             name = cfg.loss.name if cfg.loss.terms is None else "loss"
@@ -508,7 +509,8 @@ class Trainer:
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch)
             self.sampler.set_start(self.batch_in_epoch)
-            it = iter(loader)
+            # on CUDA the next batch is copied to the device while this one trains
+            it = device_batches(loader, self.device)
             while self.step < self.total_steps:
                 t0 = time.perf_counter()
                 try:
