@@ -67,8 +67,11 @@ __all__ = [
     "RawSample",
     "Shard",
     "StreamSampler",
+    "StreamCollate",
     "WebDatasetSource",
+    "check_clip",
     "expand_shards",
+    "fit_waveforms",
     "frontend_from_spec",
     "iter_tar_samples",
     "shuffled",
@@ -274,8 +277,7 @@ class StreamCollate:
         self.fe, self.max_frames, self.policy = frontend, max_frames, policy
 
     def decode(self, raw: RawSample) -> dict[str, Any] | None:
-        from audiocl.audio.frontend import num_frames
-        from audiocl.audio.io import AudioDecodeError, check_waveform, load_mono
+        from audiocl.audio.io import AudioDecodeError, load_mono
 
         name = f"{os.path.basename(raw.shard)}:{raw.key}"
         ext = next((e for e in AUDIO_EXTS if e in raw.parts), None)
@@ -289,48 +291,71 @@ class StreamCollate:
             return None
         try:
             wav = load_mono(raw.parts[ext], int(self.fe.sample_rate), name=f"{name}.{ext}")
-            check_waveform(wav, int(self.fe.sample_rate), path=f"{name}.{ext}")
-            short = self.fe.center and self.fe.pad_mode == "reflect" and len(wav) <= self.fe.n_fft // 2
-            if short or num_frames(len(wav), self.fe) < 1:
-                raise AudioDecodeError(f"{name}.{ext}", "too_short", "shorter than the front-end's STFT needs")
+            check_clip(wav, self.fe, f"{name}.{ext}")
         except AudioDecodeError as err:
             _warn(f"{err}; left out")
             return None
         return {**meta, "wav": wav}
 
     def __call__(self, raws: Sequence[RawSample], seed: int) -> dict[str, Any] | None:
-        from audiocl.audio.frontend import num_frames
-        from audiocl.audio.length import fit_clip
-
         items = [d for d in (self.decode(r) for r in raws) if d is not None]
         if not items:
             return None
-        maps, lengths = [], []
-        for it in items:
-            n = num_frames(len(it["wav"]), self.fe)
-            # the library's rule on the frame indices: the same crop/tiling/padding
-            # collate_features takes from a stored mel of n frames
-            piece = fit_clip(np.arange(n, dtype=np.int64), self.max_frames, self.policy,
-                             seed=seed, key=it["id"], pad_value=-1)  # fmt: skip
-            maps.append(np.asarray(piece.x, dtype=np.int64))
-            lengths.append(piece.length)
-        F = max(len(m) for m in maps)
-        index = torch.full((len(items), F), -1, dtype=torch.long)
-        for i, m in enumerate(maps):
-            index[i, : len(m)] = torch.from_numpy(m)
-        T = max(len(it["wav"]) for it in items)
-        wave = torch.zeros((len(items), T), dtype=torch.float32)
-        for i, it in enumerate(items):
-            wave[i, : len(it["wav"])] = torch.from_numpy(it["wav"])
-        return {
-            "ids": [it["id"] for it in items],
-            "texts": [it["texts"] for it in items],
-            "labels": [it["labels"] for it in items],
-            "waveform": wave,
-            "wav_lengths": torch.tensor([len(it["wav"]) for it in items], dtype=torch.long),
-            "frame_index": index,
-            "lengths": torch.tensor(lengths, dtype=torch.long),
-        }
+        return fit_waveforms(items, self.fe, self.max_frames, self.policy, seed)
+
+
+def check_clip(wav: np.ndarray, frontend: Any, name: str) -> None:
+    """What extraction checks of a decoded clip: finite samples, and long enough for at
+    least one frame of the front-end (else :class:`AudioDecodeError` naming ``name``)."""
+    from audiocl.audio.frontend import num_frames
+    from audiocl.audio.io import AudioDecodeError, check_waveform
+
+    check_waveform(wav, int(frontend.sample_rate), path=name)
+    short = frontend.center and frontend.pad_mode == "reflect" and len(wav) <= frontend.n_fft // 2
+    if short or num_frames(len(wav), frontend) < 1:
+        raise AudioDecodeError(name, "too_short", "shorter than the front-end's STFT needs")
+
+
+def fit_waveforms(
+    items: Sequence[dict[str, Any]], frontend: Any, max_frames: int | None, policy: str, seed: int
+) -> dict[str, Any]:
+    """Decoded clips (``{"id", "texts", "labels", "wav": float32[T_i]}``) -> one batch whose
+    log-mel :class:`DeviceFeatures` makes later on the training device.
+
+    Each clip's length policy is :func:`~audiocl.audio.length.fit_clip` applied to its
+    frame *indices* (seeded by ``seed`` and the id): the gather map ``frame_index[B, F]``
+    (``-1`` = padding) and the valid ``lengths[B]``, the crop, tiling and padding
+    ``collate_features`` takes from a stored mel of the same clip. Returns ``{"ids",
+    "texts", "labels", "waveform": float32[B, T] (zero-padded), "wav_lengths": long[B],
+    "frame_index": long[B, F], "lengths": long[B]}``; ``F = max_frames``, or the longest
+    clip's frames without it.
+    """
+    from audiocl.audio.frontend import num_frames
+    from audiocl.audio.length import fit_clip
+
+    maps, lengths = [], []
+    for it in items:
+        n = num_frames(len(it["wav"]), frontend)
+        piece = fit_clip(np.arange(n, dtype=np.int64), max_frames, policy, seed=seed, key=it["id"], pad_value=-1)
+        maps.append(np.asarray(piece.x, dtype=np.int64))
+        lengths.append(piece.length)
+    F = max(len(m) for m in maps)
+    index = torch.full((len(items), F), -1, dtype=torch.long)
+    for i, m in enumerate(maps):
+        index[i, : len(m)] = torch.from_numpy(m)
+    T = max(len(it["wav"]) for it in items)
+    wave = torch.zeros((len(items), T), dtype=torch.float32)
+    for i, it in enumerate(items):
+        wave[i, : len(it["wav"])] = torch.from_numpy(it["wav"])
+    return {
+        "ids": [it["id"] for it in items],
+        "texts": [it["texts"] for it in items],
+        "labels": [it["labels"] for it in items],
+        "waveform": wave,
+        "wav_lengths": torch.tensor([len(it["wav"]) for it in items], dtype=torch.long),
+        "frame_index": index,
+        "lengths": torch.tensor(lengths, dtype=torch.long),
+    }
 
 
 class DeviceFeatures:

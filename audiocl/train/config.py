@@ -24,6 +24,9 @@ Example (every section optional except what the run needs)::
       # val_webdataset: shards/val-{000000..000001}.tar
       # frontend: {preset: laion_clap}             # or a preset name; log-mel on the training device
       # shuffle_buffer: 1000
+      # or stream from any audiocl manifest (prepare hf|lhotse|folder|webdataset), no store:
+      # stream_manifest: data/train.jsonl         # + frontend; decoded in the DataLoader workers
+      # val_stream_manifest: data/val.jsonl
       # or, for towers fed precomputed vectors: arrays + inputs {tower: array name}
       # arrays: data/train.npz
       # val_arrays: data/val.npz
@@ -128,6 +131,10 @@ class DataConfig(StrictModel):
     # or every FrontendConfig parameter (a store's features.json "frontend" part)
     frontend: str | dict[str, Any] | None = None
     shuffle_buffer: int = Field(1000, ge=0, description="samples held for the streaming shuffle; 0/1 = none")
+    # streaming from any audiocl manifest (audiocl.data.manifest_stream): items decoded on the fly,
+    # in the store route's batch order; on_missing says what an item that fails to decode does
+    stream_manifest: str | None = None
+    val_stream_manifest: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -136,7 +143,21 @@ class DataConfig(StrictModel):
             raise ValueError(f"give data.arrays or data.{audio[0]}, not both (arrays replace the store and manifests)")
         if self.val_arrays and not self.arrays:
             raise ValueError("data.val_arrays needs data.arrays")
-        if self.webdataset:
+        if self.stream_manifest:
+            other = [k for k in ("arrays", "webdataset", "val_webdataset", *audio) if getattr(self, k)]
+            if other:
+                raise ValueError(
+                    f"give data.stream_manifest or data.{other[0]}, not both (the manifest's items are "
+                    "decoded while training and replace the store, its manifests, shards and arrays)"
+                )
+            if self.frontend is None:
+                raise ValueError(
+                    "data.stream_manifest needs data.frontend (a preset name such as laion_clap, or "
+                    "{preset: NAME, param: value}): the log-mel is computed while training"
+                )
+        elif self.val_stream_manifest:
+            raise ValueError("data.val_stream_manifest needs data.stream_manifest")
+        elif self.webdataset:
             other = [k for k in ("arrays", *audio) if getattr(self, k)]
             if other:
                 raise ValueError(
@@ -157,7 +178,8 @@ class DataConfig(StrictModel):
             raise ValueError("data.val_webdataset needs data.webdataset")
         elif self.frontend is not None:
             raise ValueError(
-                "data.frontend is only for data.webdataset (a store records its own front-end)"
+                "data.frontend is only for data.webdataset and data.stream_manifest "
+                "(a store records its own front-end)"
             )
         return self
 
@@ -283,7 +305,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 # dotted keys of the path-valued options (model and encoder paths handled apart)
 PATH_KEYS = (
     "data.store", "data.arrays", "data.val_arrays", "data.manifest", "data.val_store",
-    "data.val_manifest", "data.webdataset", "data.val_webdataset", "train.output_dir",
+    "data.val_manifest", "data.webdataset", "data.val_webdataset", "data.stream_manifest",
+    "data.val_stream_manifest", "train.output_dir",
     "distributed.storage_path",
 )  # fmt: skip
 

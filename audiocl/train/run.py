@@ -187,7 +187,7 @@ def build_components(cfg: TrainingConfig) -> Components:
 
     if cfg.data.arrays:
         return _build_array_components(cfg)
-    if cfg.data.webdataset:
+    if cfg.data.webdataset or cfg.data.stream_manifest:
         return _build_stream_components(cfg)
     if not cfg.data.store:
         raise AudioclError(
@@ -253,14 +253,35 @@ def _stream_data(cfg: TrainingConfig, pattern: str, frontend: Any, input_keys: d
     )
 
 
+def _manifest_stream_data(
+    cfg: TrainingConfig, path: str, frontend: Any, input_keys: dict[str, str], *, val: bool
+) -> TrainData:
+    """Items of any manifest decoded on the fly, in the store route's batch order
+    (:mod:`audiocl.data.manifest_stream`)."""
+    from audiocl.data.manifest_stream import ManifestAudio, ManifestCollate, ManifestFeatures
+
+    field = "data.val_stream_manifest" if val else "data.stream_manifest"
+    policy = cfg.data.val_length_policy if val else cfg.data.length_policy
+    return TrainData(
+        dataset=ManifestAudio(path, frontend, field),
+        collate=ManifestCollate(frontend, cfg.data.max_frames, policy),
+        to_inputs=ModelInputs(
+            cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling,
+            pass_ids="rand" not in policy,
+        ),  # fmt: skip
+        prepare=ManifestFeatures(frontend, field, path, cfg.data.on_missing),
+    )
+
+
 def _build_stream_components(cfg: TrainingConfig) -> Components:
-    """Model, loss and streamed data from WebDataset shards (:mod:`audiocl.data.stream`)."""
+    """Model, loss and streamed data from WebDataset shards (:mod:`audiocl.data.stream`)
+    or from a manifest's items decoded on the fly (:mod:`audiocl.data.manifest_stream`)."""
     import torch
 
     from audiocl.data.stream import frontend_from_spec
     from audiocl.models import MultiTowerModel
 
-    assert cfg.data.webdataset is not None and cfg.data.frontend is not None
+    assert (cfg.data.webdataset or cfg.data.stream_manifest) and cfg.data.frontend is not None
     frontend = frontend_from_spec(cfg.data.frontend)
     torch.manual_seed(cfg.train.seed)
     model = MultiTowerModel.from_config(cfg.model, frontend=frontend, prompts=cfg.prompts)
@@ -274,10 +295,16 @@ def _build_stream_components(cfg: TrainingConfig) -> Components:
             f"data.inputs: streamed batches carry features, texts and labels; tower(s) {bad} ask for "
             f"{sorted({cfg.data.inputs[t] for t in bad})}"
         )
-    train_data = _stream_data(cfg, cfg.data.webdataset, frontend, keys, val=False)
     val_data = None
-    if cfg.data.val_webdataset:
-        val_data = _stream_data(cfg, cfg.data.val_webdataset, frontend, keys, val=True)
+    if cfg.data.stream_manifest:
+        train_data = _manifest_stream_data(cfg, cfg.data.stream_manifest, frontend, keys, val=False)
+        if cfg.data.val_stream_manifest:
+            val_data = _manifest_stream_data(cfg, cfg.data.val_stream_manifest, frontend, keys, val=True)
+    else:
+        assert cfg.data.webdataset is not None
+        train_data = _stream_data(cfg, cfg.data.webdataset, frontend, keys, val=False)
+        if cfg.data.val_webdataset:
+            val_data = _stream_data(cfg, cfg.data.val_webdataset, frontend, keys, val=True)
     return Components(model, build_loss_from_config(cfg), train_data, val_data, frontend)
 
 
