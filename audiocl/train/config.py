@@ -122,7 +122,8 @@ class DataConfig(StrictModel):
     # manifest items the store does not have: "error" refuses to train (naming
     # the count and the first ids), "skip" leaves them out with a warning.
     # Items the store lists in errors.jsonl (failed extraction) are always
-    # left out with a warning.
+    # left out with a warning. With data.stream_manifest: what an item that fails
+    # to decode does (error: stop, naming it; skip: leave it out of its batch).
     on_missing: Literal["error", "skip"] = "error"
     # streaming from WebDataset shards instead of a store (audiocl.data.stream)
     webdataset: str | None = None
