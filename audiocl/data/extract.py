@@ -43,7 +43,7 @@ from audiocl.data.store import (
 )
 from audiocl.errors import AudioclError
 from audiocl.fsutil import atomic_write_bytes, remove_stale_tmp
-from audiocl.ray_init import start_ray
+from audiocl.ray_init import start_ray, stop_ray
 
 WORK_DIR = ".work"
 
@@ -497,9 +497,7 @@ def _shard_worker_pool(
             yield pool
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
 
 
 class ShardActorPool:
