@@ -23,7 +23,7 @@ least-squares line ``wall = fixed + per_clip * n`` separates the fixed cost
 (start-up, teardown) from the per-clip cost. audiocl's store content hash is
 checked to be the same in every round.
 
-    python benchmarks/extract_vs_peers.py [--sizes 200,400] [--rounds 1]
+    python benchmarks/extract_vs_peers.py [--sizes 200,400] [--rounds 1] [--shard-size 256]
         [--routes audiocl,pool,hf,lhotse,bound] [--real ../shared/data/esc50-sample/audio]
     # the full comparison (idle machine, ~20 min):
     python benchmarks/extract_vs_peers.py --sizes 500,1000,2000 --rounds 3
@@ -149,23 +149,23 @@ def route_bound_half(manifest: str, out: Path, half: int) -> None:
 # --------------------------------------------------------------------------- the driver
 
 
-def _child(route: str, manifest: str, out: Path, half: int = 0) -> list[str]:
+def _child(route: str, manifest: str, out: Path, half: int = 0, shard_size: int = 256) -> list[str]:
     me = [sys.executable, str(Path(__file__).resolve()), "--child", route, "--manifest", manifest,
           "--out", str(out), "--half", str(half)]
     if route == "audiocl":
         return [sys.executable, "-m", "audiocl", "extract", "--manifest", manifest, "--out",
-                str(out / "store"), "--workers", "2", "--no-progress", "--json"]
+                str(out / "store"), "--workers", "2", "--shard-size", str(shard_size), "--no-progress", "--json"]
     return me
 
 
-def run_route(route: str, manifest: str, scratch: Path) -> dict:
+def run_route(route: str, manifest: str, scratch: Path, shard_size: int = 256) -> dict:
     """One timed run of ``route`` in fresh subprocesses; returns wall, CPU, RSS (and the
     audiocl store's content hash)."""
     out = Path(tempfile.mkdtemp(prefix=f"{route}_", dir=scratch))
     env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(REPO)}
     halves = (0, 1) if route == "bound" else (0,)
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(_child(route, manifest, out, h), env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(_child(route, manifest, out, h, shard_size), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for h in halves]
     meters = [TreeMeter(p.pid) for p in procs]
     for m in meters:
@@ -209,6 +209,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--routes", default=",".join(ROUTES))
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--shard-size", type=int, default=256,
+                    help="audiocl's --shard-size (default 256, the CLI's; a size under 2 shards leaves a worker idle)")
     ap.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "esc50-sample" / "audio",
                     help="folder of real 44.1 kHz WAV recordings to build the clips from")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "audiocl-bench-cache"))
@@ -247,7 +249,7 @@ def main() -> None:
             order = routes[rnd % len(routes):] + routes[: rnd % len(routes)]
             for r in order:
                 loads.append(os.getloadavg()[0])
-                row = run_route(r, manifests[n], scratch)
+                row = run_route(r, manifests[n], scratch, args.shard_size)
                 runs[r][n].append(row)
                 print(json.dumps({"round": rnd, "clips": n, "route": r, **row}), file=sys.stderr)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -269,7 +271,7 @@ def main() -> None:
     result: dict = {
         "benchmark": "extract_vs_peers", "sizes": sizes, "rounds": args.rounds,
         "input": f"FLAC 44.1 kHz mono 16-bit, {args.seconds:g} s clips of real recordings from {args.real}",
-        "preset": "laion_clap", "cpus": os.cpu_count(),
+        "preset": "laion_clap", "cpus": os.cpu_count(), "audiocl_shard_size": args.shard_size,
         "loadavg_1min_min_max": [round(min(loads), 2), round(max(loads), 2)],
         "routes": table,
     }
