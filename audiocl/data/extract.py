@@ -516,7 +516,7 @@ class ShardActorPool:
     def __init__(self, worker: type, kwargs: dict[str, Any], workers: int) -> None:
         import ray
 
-        remote = ray.remote(num_cpus=1, max_restarts=0)(worker)
+        remote: Any = ray.remote(num_cpus=1, max_restarts=0)(worker)
         # created now, constructed in parallel while the driver goes on
         self.actors = [remote.remote(**kwargs) for _ in range(max(1, int(workers)))]
 
