@@ -8,6 +8,8 @@ features go through the file system). Joining a head started with
 ``ray start --head`` turns on token authentication when a token is present
 (see :func:`_use_token_auth_if_available`), and a failure to start or join is
 one :class:`~audiocl.errors.AudioclError` line that quotes Ray's reason.
+:func:`stop_ray` shuts down what :func:`start_ray` started, without the 1 s
+that ``ray.shutdown`` waits on the autoscaler monitor.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from audiocl.errors import AudioclError
 
-__all__ = ["start_ray"]
+__all__ = ["start_ray", "stop_ray"]
 
 #: object store of a local instance: small, to keep /dev/shm use low on shared machines
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024 * 1024
@@ -80,6 +82,24 @@ def start_ray(address: str | None, num_cpus: int, *, worker_output: bool = False
             )
         raise AudioclError(f"cannot start or join {where}: {text}{hint}") from None
     return True, int(ray.cluster_resources().get("CPU", num_cpus))
+
+
+def stop_ray() -> None:
+    """``ray.shutdown()``, without its 1 s wait on the autoscaler monitor of a local
+    instance: ``ray.shutdown`` sends each of its processes SIGTERM and waits up to
+    1 s, and the monitor (which a fixed local instance never uses) always takes
+    the full second before it is SIGKILLed; here it is SIGKILLed first. That is
+    most of the teardown (1.5 s -> 0.5 s measured). A joined cluster is only
+    disconnected from, as before."""
+    import ray
+
+    try:
+        node = ray._private.worker._global_node  # private, hence the guard
+        if node is not None and node.head:
+            node.kill_monitor(check_alive=False)
+    except Exception:
+        pass  # ray.shutdown below still stops everything, just slower
+    ray.shutdown()
 
 
 @contextlib.contextmanager

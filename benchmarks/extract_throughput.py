@@ -28,68 +28,9 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
-SR = 44100
-
-
-def _make_clip(args: tuple[str, int, float]) -> None:
-    path, i, seconds = args
-    rng = np.random.default_rng(i)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 80.0 + 15.0 * (i % 200)
-    x = 0.2 * np.sin(2 * np.pi * f0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.3 * t))
-    x += 0.05 * rng.standard_normal(t.size)
-    sf.write(path, x.astype(np.float32), SR, format="FLAC", subtype="PCM_16")
-
-
-def _make_real_clip(args: tuple[str, int, float, list[str]]) -> None:
-    """A clip made of real 44.1 kHz recordings: consecutive ESC-50 clips joined and
-    cut to ``seconds``, with a per-clip gain, so every file differs and FLAC sees
-    real signal statistics (white noise costs FLAC ~1.5x more to decode)."""
-    path, i, seconds, sources = args
-    n = int(seconds * SR)
-    parts, total, k = [], 0, i
-    while total < n:
-        x, sr = sf.read(sources[k % len(sources)], dtype="float32")
-        assert sr == SR, (sources[k % len(sources)], sr)
-        parts.append(x if x.ndim == 1 else x.mean(axis=1))
-        total += parts[-1].size
-        k += 1
-    gain = 0.5 + 0.5 * ((i * 7919) % 1000) / 1000.0
-    sf.write(path, gain * np.concatenate(parts)[:n], SR, format="FLAC", subtype="PCM_16")
-
-
-def make_corpus(cache: Path, clips: int, seconds: float, real: Path | None = None) -> Path:
-    sources = sorted(str(p) for p in real.glob("*.wav")) if real is not None else []
-    if real is not None and not sources:
-        sys.exit(f"extract_throughput: no .wav files under {real}")
-    kind = "real" if sources else "synth"
-    root = cache / f"flac44k_{kind}_{clips}x{seconds:g}s"
-    manifest = root / "manifest.jsonl"
-    if manifest.is_file():
-        return manifest
-    audio = root / "audio"
-    audio.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(audio / f"clip{i:05d}.flac"), i, seconds) for i in range(clips)]
-    todo = [j for j in jobs if not Path(j[0]).is_file()]
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        if sources:
-            list(pool.map(_make_real_clip, [(*j, sources) for j in todo], chunksize=16))
-        else:
-            list(pool.map(_make_clip, todo, chunksize=16))
-    print(f"made {len(todo)} clips in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    tmp = manifest.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for path, i, _ in jobs:
-            f.write(json.dumps({"id": f"clip{i:05d}", "path": path, "texts": [f"tone {i}"]}) + "\n")
-    os.replace(tmp, manifest)
-    return manifest
+from bench_common import make_corpus
 
 
 def main() -> None:

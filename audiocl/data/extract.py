@@ -1,4 +1,4 @@
-"""Feature extraction under Ray Data: manifest -> sharded feature store.
+"""Feature extraction with a pool of Ray actors: manifest -> sharded feature store.
 
 The manifest is streamed once by the driver and cut into fixed shards: shard
 ``i`` is items ``[i*K, (i+1)*K)``, so the store's bytes do not depend on the
@@ -8,11 +8,12 @@ the store's ``.work/`` folder; only ``{shard, spec path, spec hash}`` rows trave
 through Ray, and the actors read audio from and write shards to the shared file
 system themselves, so no audio or feature array is ever pickled through Ray.
 
-A pool of :class:`ShardWorker` actors (``ActorPoolStrategy``, one CPU and one
-torch thread each) does decode -> check -> mono -> resample -> log-mel for a
-whole shard and writes it atomically (see :mod:`audiocl.data.store`). Every
-per-item failure is caught and recorded with its reason: Ray Data drops a
-block whose task raised, so an uncaught error would lose the whole shard.
+A pool of :class:`ShardWorker` actors (:class:`ShardActorPool`: plain Ray
+actors, one CPU and one torch thread each, created right after Ray starts and
+warm for the whole run) does decode -> check -> mono -> resample -> log-mel for
+a whole shard and writes it atomically (see :mod:`audiocl.data.store`). Every
+per-item failure is caught and recorded with its reason, so one bad file never
+costs its shard.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import shutil
 import sys
@@ -43,7 +43,7 @@ from audiocl.data.store import (
 )
 from audiocl.errors import AudioclError
 from audiocl.fsutil import atomic_write_bytes, remove_stale_tmp
-from audiocl.ray_init import start_ray
+from audiocl.ray_init import start_ray, stop_ray
 
 WORK_DIR = ".work"
 
@@ -65,20 +65,29 @@ class ShardWorker:
         if single_thread:
             # one thread per actor: the pool, not torch, provides the parallelism
             torch.set_num_threads(1)
-        from audiocl.audio.frontend import FrontendConfig, LogMel
+        import audiocl.audio.io  # noqa: F401  (decode + resample, imported while the driver plans)
+        from audiocl.audio.frontend import FrontendConfig
 
         # parameters come from the store itself (shared file system), not through Ray
         self.params = read_params(store_dir)
         self.writer = StoreWriter(store_dir, self.params)
         self.cfg = FrontendConfig.from_dict(self.params.frontend)
         self.logmel = None
-        if "logmel" in self.params.kinds:
-            if logmel is not None and logmel.cfg.hash() == self.cfg.hash():
-                # built by the driver and unpickled here: the actor skips building the
-                # mel filterbank (librosa's import alone is seconds on a busy machine)
-                self.logmel = logmel.eval()
-            else:
-                self.logmel = LogMel(self.cfg).eval()
+        self.set_logmel(logmel)
+
+    def set_logmel(self, logmel: Any) -> None:
+        """Use the driver's ``LogMel`` (unpickled here) if it was built for this store's
+        front-end: the actor then never builds the mel filterbank, whose librosa/scipy
+        import alone costs ~2 s of CPU. Without one it is built on first use."""
+        if logmel is not None and "logmel" in self.params.kinds and logmel.cfg.hash() == self.cfg.hash():
+            self.logmel = logmel.eval()
+
+    def _frontend(self) -> Any:
+        if self.logmel is None and "logmel" in self.params.kinds:
+            from audiocl.audio.frontend import LogMel
+
+            self.logmel = LogMel(self.cfg).eval()
+        return self.logmel
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = []
@@ -98,7 +107,7 @@ class ShardWorker:
         with open(spec, encoding="utf-8") as f:
             items = [json.loads(line) for line in f]
         return process_shard(
-            items, shard, spec_hash, self.writer, self.cfg, self.logmel
+            items, shard, spec_hash, self.writer, self.cfg, self._frontend()
         )
 
 
@@ -288,7 +297,7 @@ def extract(
         writer = StoreWriter.create(out, params, resume=resume)
     except OSError as err:  # disk full or read-only before the first shard
         raise _write_error(out, err) from None
-    with _store_lock(out):
+    with _store_lock(out), contextlib.ExitStack() as ray_stack:
         work = out / WORK_DIR
         # left by a killed run (the lock says no other run is writing)
         remove_stale_tmp(out / SHARDS_DIR)
@@ -352,31 +361,36 @@ def extract(
                 bar.set_postfix(shards=f"{len(results) + len(skipped)}/{num_shards}",
                                 failed=sum(r.failed for r in results))
 
-        started_ray = False
-        timing: dict[str, float] = {}
+        timing: dict[str, float] = {"first_shard": 0.0, "last_shard": 0.0}
+
+        def record_timed(row: dict[str, Any]) -> None:
+            now = time.perf_counter() - t0
+            timing["first_shard"] = timing["first_shard"] or now
+            timing["last_shard"] = now
+            record(row)
+
         try:
             if todo and use_ray:
-                try:
-                    started_ray = _run_ray(todo, out, params, workers, address, record, timing)
-                except AudioclError:
-                    # e.g. the cluster cannot be joined: a store this run created and
-                    # that holds no finished shard is removed again
-                    if not existed and not any((out / SHARDS_DIR).glob("*.done")):
-                        shutil.rmtree(out, ignore_errors=True)
-                    raise
+                # Ray starts once the manifest is known to be good and to hold work
+                pool = ray_stack.enter_context(
+                    _shard_worker_pool(out, existed, workers, len(todo), address, timing))
+                # built while the actors import torch: the one librosa import of the run
+                pool.broadcast("set_logmel", _driver_logmel(params))
+                pool.run([{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]}
+                          for t in todo], record_timed,
+                         what="extraction", retry="fix the cause and run again with --resume")
             elif todo:
                 w = _InProcess(str(out), single_thread=False)
                 for t in todo:
-                    record({k: v[0] for k, v in w({"shard": np.asarray([t["shard"]]),
-                                                   "spec": np.asarray([t["spec"]]),
-                                                   "spec_hash": np.asarray([t["spec_hash"]])}).items()})
+                    record_timed({k: v[0] for k, v in w({"shard": np.asarray([t["shard"]]),
+                                                         "spec": np.asarray([t["spec"]]),
+                                                         "spec_hash": np.asarray([t["spec_hash"]])}).items()})
         finally:
             if bar is not None:
                 bar.close()
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+            t_down = time.perf_counter()
+            ray_stack.close()  # the actors, then Ray if this run started it
+            timing["teardown"] = time.perf_counter() - t_down
         # clips/s counts from the moment Ray is up (actor start-up included), so a
         # one-off ray.init does not hide the steady rate; the wall time has everything
         wall_work = time.perf_counter() - t_work - timing.get("ray_init", 0.0)
@@ -407,6 +421,10 @@ def extract(
             "workers": int(workers) if use_ray else 1,
             "ray_init_seconds": round(timing.get("ray_init", 0.0), 3),
             "extract_seconds": round(wall_work, 3),
+            # seconds from the call: Ray up, first and last shard written; and the
+            # teardown (actors, Ray): the fixed cost is first_shard + teardown
+            "phases_seconds": {k: round(timing.get(k, 0.0), 3)
+                               for k in ("ray_init", "first_shard", "last_shard", "teardown")},
             "wall_seconds": round(time.perf_counter() - t0, 3),
             "clips_per_second": round(done_now / wall_work, 2) if wall_work > 0 and done_now else 0.0,
             # from the first shard begun to the last one written: the pipeline's rate
@@ -445,41 +463,118 @@ class _InProcess(ShardWorker):
     """The actor's code run as a plain object (``use_ray=False``)."""
 
 
-def _run_ray(
-    todo: list[dict[str, Any]],
-    out: Path,
-    params: StoreParams,
-    workers: int,
-    address: str | None,
-    record: Any,
+def _driver_logmel(params: StoreParams) -> Any:
+    """The store's ``LogMel`` built once here (~100 kB of buffers) and sent to the
+    actors, so none of them imports librosa to build the filterbank; None without log-mels."""
+    if "logmel" not in params.kinds:
+        return None
+    from audiocl.audio.frontend import FrontendConfig, LogMel
+
+    return LogMel(FrontendConfig.from_dict(params.frontend))
+
+
+@contextlib.contextmanager
+def _shard_worker_pool(
+    out: Path, existed: bool, workers: int, shards: int, address: str | None,
     timing: dict[str, float],
-) -> bool:
+) -> Iterator[ShardActorPool]:
+    """Ray started (or joined) and ``min(workers, shards)`` :class:`ShardWorker` actors
+    being created; on exit the actors go, then Ray if this run started it. A failure to
+    start or join removes a store this run created and that holds no finished shard."""
     t0 = time.perf_counter()
-    import ray
-    import ray.data
-
-    started, cpus = start_ray(address, workers)
+    try:
+        started, cpus = start_ray(address, workers)
+    except AudioclError:
+        if not existed and not any((out / SHARDS_DIR).glob("*.done")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     timing["ray_init"] = time.perf_counter() - t0
-    if workers > cpus:
-        print(f"extract: the Ray cluster has {cpus} CPUs; using {cpus} workers, not {workers}",
-              file=sys.stderr)
-        workers = max(1, cpus)
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.verbose_stats_logs = False
-    logmel = None
-    if "logmel" in params.kinds:
-        from audiocl.audio.frontend import FrontendConfig, LogMel
+    try:
+        if workers > cpus:
+            print(f"extract: the Ray cluster has {cpus} CPUs; using {cpus} workers, not {workers}",
+                  file=sys.stderr)
+            workers = max(1, cpus)
+        with ShardActorPool(ShardWorker, {"store_dir": str(out)}, min(workers, shards)) as pool:
+            yield pool
+    finally:
+        if started:
+            stop_ray()
 
-        logmel = LogMel(FrontendConfig.from_dict(params.frontend))  # ~100 kB of buffers
-    rows = [{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]} for t in todo]
-    run_shard_actors(
-        ShardWorker, rows, {"store_dir": str(out), "logmel": logmel}, workers, record,
-        what="extraction", retry="fix the cause and run again with --resume",
-    )
-    return started
+
+class ShardActorPool:
+    """``workers`` Ray actors of class ``worker`` (1 CPU each), created at once and
+    warm for the whole run; :meth:`run` hands them shard rows one at a time.
+
+    Plain Ray actors, not Ray Data: a shard is one call that takes seconds, so
+    Ray Data's streaming executor, its stats actor and its extra imports (pyarrow,
+    pandas; ~3 s of CPU on a 2-core machine) bought nothing. A row is
+    ``{"shard", ...}``; each actor is called as ``worker(batch)`` with the row's
+    values as length-1 arrays (the shape the in-process path uses too) and returns
+    the result row the same way. Constructor arguments are pickled into the actor
+    creation task; nothing large travels through Ray.
+    """
+
+    def __init__(self, worker: type, kwargs: dict[str, Any], workers: int) -> None:
+        import ray
+
+        remote: Any = ray.remote(num_cpus=1, max_restarts=0)(worker)
+        # created now, constructed in parallel while the driver goes on
+        self.actors = [remote.remote(**kwargs) for _ in range(max(1, int(workers)))]
+
+    def __enter__(self) -> ShardActorPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def broadcast(self, method: str, *args: Any) -> None:
+        """Queue ``method(*args)`` on every actor, ahead of any shard it is given
+        (an actor runs its calls in submission order); ``args`` are sent once."""
+        import ray
+
+        refs = [ray.put(a) for a in args]
+        for actor in self.actors:
+            getattr(actor, method).remote(*refs)
+
+    def run(self, rows: list[dict[str, Any]], record: Callable[[dict[str, Any]], None], *,
+            what: str, retry: str) -> None:
+        """Each row to the next free actor; ``record`` gets each result row as it
+        arrives. A Ray error (an actor that died, or cannot reach the store folder on
+        another node) becomes one ``AudioclError`` line; the shards finished so far
+        are kept, which ``retry`` tells the user how to use."""
+        import ray
+
+        queue = list(reversed(rows))
+        pending: dict[Any, Any] = {}
+
+        def submit(actor: Any) -> None:
+            if queue:
+                row = queue.pop()
+                pending[actor.__call__.remote({k: np.asarray([v]) for k, v in row.items()})] = actor
+
+        for actor in self.actors:
+            submit(actor)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                actor = pending.pop(ready[0])
+                batch = ray.get(ready[0])
+                submit(actor)  # before recording: the actor never waits on the driver
+                record({k: v[0] for k, v in batch.items()})
+        except ray.exceptions.RayError as err:
+            lines = [ln for ln in str(err).splitlines() if ln.strip()]
+            raise AudioclError(
+                f"{what} failed under Ray ({type(err).__name__}: {lines[-1] if lines else ''}); "
+                f"finished shards are kept: {retry}"
+            ) from err
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        self.actors = []
 
 
 def run_shard_actors(
@@ -492,30 +587,10 @@ def run_shard_actors(
     what: str,
     retry: str,
 ) -> None:
-    """One Ray Data actor pool of ``min(workers, len(rows))`` ``worker(**kwargs)`` actors
-    (1 CPU each), one row (a shard) a call; ``record`` gets each result row as it
-    arrives. Ray is already started. A Ray error (e.g. an actor that cannot reach the
-    store folder on another node) becomes one ``AudioclError`` line; the shards
-    finished so far are kept, which ``retry`` tells the user how to use."""
-    import ray
-    import ray.data
-
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        worker,
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(rows)))),
-        fn_constructor_kwargs=kwargs,
-        num_cpus=1,
-    )
-    try:
-        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
-            record({k: v[0] for k, v in batch.items()})
-    except ray.exceptions.RayError as err:
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        raise AudioclError(
-            f"{what} failed under Ray ({type(err).__name__}: {lines[-1] if lines else ''}); "
-            f"finished shards are kept: {retry}"
-        ) from err
+    """:class:`ShardActorPool` of ``min(workers, len(rows))`` ``worker(**kwargs)``
+    actors running ``rows`` (Ray is already started), then the actors are removed."""
+    with ShardActorPool(worker, kwargs, max(1, min(workers, len(rows)))) as pool:
+        pool.run(rows, record, what=what, retry=retry)
 
 
 def format_summary(s: dict[str, Any]) -> str:

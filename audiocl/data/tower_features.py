@@ -164,7 +164,7 @@ def extract_tower_features(
     Shards already written with the same weights are kept (the run resumes).
     """
     from audiocl.data.extract import _store_lock, run_shard_actors
-    from audiocl.ray_init import start_ray
+    from audiocl.ray_init import start_ray, stop_ray
 
     d = Path(store_dir)
     store = FeatureStore(d)
@@ -204,9 +204,7 @@ def extract_tower_features(
                     record({k: v[0] for k, v in w({"shard": np.asarray([s])}).items()})
         finally:
             if started:
-                import ray
-
-                ray.shutdown()
+                stop_ray()
         if failures:
             raise AudioclError(f"{len(failures)} shard(s) of tower '{tower}' failed: " + "; ".join(failures[:3]))
         doc = {
