@@ -44,7 +44,6 @@ checkpoint and must be the same when resuming.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import itertools
 import json
@@ -59,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from audiocl.data.webdataset import expand_shards
 from audiocl.errors import AudioclError
 
 __all__ = [
@@ -111,38 +111,6 @@ def frontend_from_spec(spec: str | dict[str, Any], field: str = "data.frontend")
         return FrontendConfig.from_dict(d)
     except AudioclError as err:
         raise AudioclError(f"{field}: {err}") from None
-
-
-def expand_shards(pattern: str, field: str = "data.webdataset") -> list[str]:
-    """The tar files of ``pattern``: a folder (its ``*.tar``, sorted), a brace pattern
-    (webdataset's ``shards/{000000..000099}.tar``, expanded with ``braceexpand``,
-    every file must exist), a glob (sorted), or one ``.tar`` file."""
-    p = os.path.expanduser(pattern)
-    if os.path.isdir(p):
-        paths = sorted(glob.glob(os.path.join(glob.escape(p), "*.tar")))
-        if not paths:
-            raise AudioclError(f"{field}: the folder {pattern} holds no .tar files")
-        return paths
-    if "{" in p:
-        from audiocl.extras import require
-
-        brace = require("braceexpand", "webdataset", feature=f"{field} brace patterns")
-        paths = list(brace.braceexpand(p))
-        missing = [x for x in paths if not os.path.isfile(x)]
-        if missing:
-            raise AudioclError(
-                f"{field}: {len(missing)} of the {len(paths)} shards of {pattern} do not exist "
-                f"(first: {missing[0]})"
-            )
-        return paths
-    if any(c in p for c in "*?["):
-        paths = sorted(x for x in glob.glob(p) if os.path.isfile(x))
-        if not paths:
-            raise AudioclError(f"{field}: {pattern} matches no files")
-        return paths
-    if os.path.isfile(p):
-        return [p]
-    raise AudioclError(f"{field}: {pattern} is not a folder, a .tar file, a glob or a brace pattern of shards")
 
 
 def _split_name(name: str) -> tuple[str, str]:

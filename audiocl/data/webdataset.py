@@ -13,6 +13,7 @@ bytes, and every tar is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import itertools
@@ -202,3 +203,48 @@ def export_webdataset(
         "failed": failed,
         "sample_rate": sample_rate,
     }
+
+
+def expand_shards(pattern: str, field: str = "data.webdataset", *, recursive: bool = False) -> list[str]:
+    """The tar files of ``pattern``: a folder (its ``*.tar``, sorted), a brace pattern
+    (webdataset's ``shards/{000000..000099}.tar``, expanded with ``braceexpand``,
+    every file must exist), a glob (sorted), or one ``.tar`` file.
+
+    ``recursive`` (``audiocl prepare webdataset``): a folder's tars are searched in
+    its sub-folders too (not hidden ones), ``.tar.gz``/``.tgz`` included so the
+    caller can refuse them by name, and a glob's ``**`` crosses folders. Errors
+    start with ``field``."""
+    p = os.path.expanduser(pattern)
+    if os.path.isdir(p):
+        if recursive:
+            root = Path(p)
+            paths = sorted(
+                str(x) for x in root.rglob("*")
+                if x.is_file() and x.name.endswith((".tar", ".tar.gz", ".tgz"))
+                and not any(part.startswith(".") for part in x.relative_to(root).parts)
+            )
+        else:
+            paths = sorted(glob.glob(os.path.join(glob.escape(p), "*.tar")))
+        if not paths:
+            raise AudioclError(f"{field}: the folder {pattern} holds no .tar files")
+        return paths
+    if "{" in p:
+        from audiocl.extras import require
+
+        brace = require("braceexpand", "webdataset", feature=f"{field} brace patterns")
+        paths = list(brace.braceexpand(p))
+        missing = [x for x in paths if not os.path.isfile(x)]
+        if missing:
+            raise AudioclError(
+                f"{field}: {len(missing)} of the {len(paths)} shards of {pattern} do not exist "
+                f"(first: {missing[0]})"
+            )
+        return paths
+    if any(c in p for c in "*?["):
+        paths = sorted(x for x in glob.glob(p, recursive=recursive) if os.path.isfile(x))
+        if not paths:
+            raise AudioclError(f"{field}: {pattern} matches no files")
+        return paths
+    if os.path.isfile(p):
+        return [p]
+    raise AudioclError(f"{field}: {pattern} is not a folder, a .tar file, a glob or a brace pattern of shards")

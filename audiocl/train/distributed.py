@@ -110,7 +110,8 @@ def preflight(cfg: TrainingConfig) -> None:
             if path:
                 load_arrays(path, list(dict.fromkeys(cfg.data.inputs.values())))
     elif cfg.data.webdataset:
-        from audiocl.data.stream import expand_shards, frontend_from_spec
+        from audiocl.data.stream import frontend_from_spec
+        from audiocl.data.webdataset import expand_shards
 
         # a bad pattern or front-end fails here, once, not in every worker
         frontend_from_spec(cfg.data.frontend or {})

@@ -26,7 +26,6 @@ seekable members and are refused.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from audiocl.data.importers._common import (
     log,
 )
 from audiocl.data.manifest import RESERVED_FIELDS, AudioItem
+from audiocl.data.webdataset import expand_shards
 from audiocl.errors import AudioclError, InputError
 
 NAME = "webdataset"
@@ -51,36 +51,9 @@ _LIFTED = ("speaker", "language", "split")
 
 
 def shard_paths(root: str | os.PathLike) -> list[Path]:
-    """The tars named by ``root``: a folder, a tar, a glob or a brace pattern."""
-    spec = os.path.expanduser(str(root))
-    if "{" in spec:
-        from audiocl.extras import require
-
-        braceexpand = require("braceexpand", "webdataset", feature="brace patterns of shards")
-        names = list(braceexpand.braceexpand(spec))
-        missing = [n for n in names if not os.path.isfile(n)]
-        if missing:
-            raise AudioclError(
-                f"{NAME}: {len(missing)} of the {len(names)} shards of {spec} not found "
-                f"(first: {missing[0]})"
-            )
-        paths = [Path(n) for n in names]
-    elif any(c in spec for c in "*?["):
-        paths = [Path(n) for n in sorted(glob.glob(spec, recursive=True)) if os.path.isfile(n)]
-    elif os.path.isdir(spec):
-        paths = sorted(p for p in Path(spec).rglob("*") if p.is_file() and _is_tar_name(p.name)
-                       and not any(part.startswith(".") for part in p.relative_to(spec).parts))
-    elif os.path.isfile(spec):
-        paths = [Path(spec)]
-    else:
-        raise AudioclError(f"{NAME}: no such folder, tar or pattern: {spec}")
-    if not paths:
-        raise AudioclError(f"{NAME}: no tars under {spec}")
-    return [Path(os.path.abspath(p)) for p in paths]
-
-
-def _is_tar_name(name: str) -> bool:
-    return name.endswith((".tar", ".tar.gz", ".tgz"))
+    """The tars named by ``root`` (absolute): a folder searched with its sub-folders,
+    a tar, a glob or a brace pattern (:func:`audiocl.data.webdataset.expand_shards`)."""
+    return [Path(os.path.abspath(p)) for p in expand_shards(str(root), NAME, recursive=True)]
 
 
 def split_key(member: str) -> tuple[str, str] | None:
