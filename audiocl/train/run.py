@@ -179,11 +179,26 @@ def _array_data(cfg: TrainingConfig, path: str, input_keys: dict[str, str]) -> T
     return TrainData(dataset=ds, collate=collate_arrays, to_inputs=ArrayInputs(cfg.data.inputs, input_keys))
 
 
-def build_components(cfg: TrainingConfig) -> Components:
-    """Model, loss and data from the config (same on every rank)."""
+def _model_and_input_keys(cfg: TrainingConfig, frontend: Any) -> tuple[nn.Module, dict[str, str]]:
+    """The model (seeded, so every rank starts from the same weights; DDP also
+    broadcasts rank 0's) and each tower's input key; ``data.inputs`` naming a
+    tower the model lacks is refused."""
     import torch
 
     from audiocl.models import MultiTowerModel
+
+    torch.manual_seed(cfg.train.seed)
+    model = MultiTowerModel.from_config(cfg.model, frontend=frontend, prompts=cfg.prompts)
+    keys = {name: model.input_key(name) for name in model.tower_names}
+    unknown = [t for t in cfg.data.inputs if t not in keys]
+    if unknown:
+        raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(keys)})")
+    return model, keys
+
+
+def build_components(cfg: TrainingConfig) -> Components:
+    """Model, loss and data from the config (same on every rank)."""
+
 
     if cfg.data.arrays:
         return _build_array_components(cfg)
@@ -197,13 +212,7 @@ def build_components(cfg: TrainingConfig) -> Components:
     from audiocl.data.store import FeatureStore
 
     frontend = FeatureStore(cfg.data.store).config
-    # same initial weights on every rank (DDP also broadcasts rank 0's)
-    torch.manual_seed(cfg.train.seed)
-    model = MultiTowerModel.from_config(cfg.model, frontend=frontend, prompts=cfg.prompts)
-    keys = {name: model.input_key(name) for name in model.tower_names}
-    unknown = [t for t in cfg.data.inputs if t not in keys]
-    if unknown:
-        raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(keys)})")
+    model, keys = _model_and_input_keys(cfg, frontend)
     train_data = _data(cfg, cfg.data.store, cfg.data.manifest, keys, val=False)
     val_data = None
     if cfg.data.val_manifest or cfg.data.val_store:
@@ -276,19 +285,12 @@ def _manifest_stream_data(
 def _build_stream_components(cfg: TrainingConfig) -> Components:
     """Model, loss and streamed data from WebDataset shards (:mod:`audiocl.data.stream`)
     or from a manifest's items decoded on the fly (:mod:`audiocl.data.manifest_stream`)."""
-    import torch
 
     from audiocl.data.stream import frontend_from_spec
-    from audiocl.models import MultiTowerModel
 
     assert (cfg.data.webdataset or cfg.data.stream_manifest) and cfg.data.frontend is not None
     frontend = frontend_from_spec(cfg.data.frontend)
-    torch.manual_seed(cfg.train.seed)
-    model = MultiTowerModel.from_config(cfg.model, frontend=frontend, prompts=cfg.prompts)
-    keys = {name: model.input_key(name) for name in model.tower_names}
-    unknown = [t for t in cfg.data.inputs if t not in keys]
-    if unknown:
-        raise AudioclError(f"data.inputs names tower(s) {unknown} the model does not have ({sorted(keys)})")
+    model, keys = _model_and_input_keys(cfg, frontend)
     bad = [t for t, f in cfg.data.inputs.items() if f not in ("features", "texts", "labels")]
     if bad:
         raise AudioclError(

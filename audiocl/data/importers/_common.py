@@ -72,6 +72,12 @@ def resolve_root(root: str | os.PathLike, dataset: str) -> Path:
     return p
 
 
+def check_name(name: str) -> None:
+    """A dataset name is the first part of every item id: non-empty, without '/'."""
+    if not name or "/" in name:
+        raise AudioclError(f"dataset name must be non-empty and without '/', got {name!r}")
+
+
 def check_on_missing(on_missing: str) -> None:
     if on_missing not in ON_MISSING:
         raise AudioclError(f"on_missing must be one of {', '.join(ON_MISSING)}, got {on_missing!r}")

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from audiocl.data.importers._common import (
     AUDIO_EXTENSIONS,
     ImportStats,
+    check_name,
     check_on_missing,
     finish,
     iter_audio_files,
@@ -123,8 +124,7 @@ def prepare_folder(
     check_on_missing(on_missing)
     if labels_from not in LABELS_FROM:
         raise AudioclError(f"labels_from must be one of {', '.join(LABELS_FROM)}, got {labels_from!r}")
-    if not name or "/" in name:
-        raise AudioclError(f"dataset name must be non-empty and without '/', got {name!r}")
+    check_name(name)
     exts = _ext_list(extensions)
     sidecar: Path | None
     if captions is not None:

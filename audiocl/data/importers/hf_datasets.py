@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from audiocl.data.importers._common import ImportStats, check_on_missing, finish, log
+from audiocl.data.importers._common import ImportStats, check_name, check_on_missing, finish, log
 from audiocl.data.manifest import RESERVED_FIELDS, AudioItem
 from audiocl.errors import AudioclError, InputError
 from audiocl.extras import require
@@ -127,8 +127,7 @@ def prepare_hf(
 ) -> Iterator[AudioItem]:
     """Items of a Hugging Face dataset on disk, pointing into its files (module docstring)."""
     check_on_missing(on_missing)
-    if not name or "/" in name:
-        raise AudioclError(f"dataset name must be non-empty and without '/', got {name!r}")
+    check_name(name)
     base = Path(os.path.abspath(os.path.expanduser(str(root))))
     files = _data_files(base, splits, split)
     if not files:

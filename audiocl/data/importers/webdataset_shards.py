@@ -37,13 +37,14 @@ from typing import Any
 from audiocl.data.importers._common import (
     AUDIO_EXTENSIONS,
     ImportStats,
+    check_name,
     check_on_missing,
     finish,
     log,
 )
 from audiocl.data.manifest import RESERVED_FIELDS, AudioItem
 from audiocl.data.webdataset import expand_shards
-from audiocl.errors import AudioclError, InputError
+from audiocl.errors import InputError
 
 NAME = "webdataset"
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")
@@ -140,8 +141,7 @@ def prepare_webdataset(
 ) -> Iterator[AudioItem]:
     """Items of WebDataset tars, pointing into them (see the module docstring)."""
     check_on_missing(on_missing)
-    if not name or "/" in name:
-        raise AudioclError(f"dataset name must be non-empty and without '/', got {name!r}")
+    check_name(name)
     tars = shard_paths(root)
     st = stats if stats is not None else ImportStats()
     st.dataset = name
