@@ -43,6 +43,9 @@ def start_ray(address: str | None, num_cpus: int, *, worker_output: bool = False
     if ray.is_initialized():
         return False, int(ray.cluster_resources().get("CPU", num_cpus))
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        # Ray colours the "(pid=...)" prefix of the lines it forwards even into a file
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     common = dict(
         include_dashboard=False,
         log_to_driver=worker_output,

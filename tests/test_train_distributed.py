@@ -66,13 +66,25 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_two_ray_workers_match_one_process(store, tmp_path):
+def test_two_ray_workers_match_one_process(store, tmp_path, capfd):
     torch.set_num_threads(1)
     single = _cfg(store, tmp_path / "single")
-    train(single)
+    one = train(single)
     multi = _cfg(store, tmp_path / "ray", workers=2, data={"micro_batch_size": 4})
+    capfd.readouterr()
     summary = train_distributed(multi)
+    out, err = capfd.readouterr()
     assert summary["model_dir"] is not None
+    # the same summary as one process: steps, last training loss, best validation metric
+    assert summary.keys() == one.keys() and summary["steps"] == one["steps"] == 2
+    assert summary["epochs"] == one["epochs"]
+    for key in ("last_loss", "best_metric"):
+        assert isinstance(summary[key], float) and math.isclose(summary[key], one[key], rel_tol=1e-5), key
+    # output not on a terminal: rank 0's lines plain (no Ray prefix, no colour codes);
+    # Ray's own lines (its controller, the PlacementGroupCleaner, C++ logs) in ray.log
+    assert "training: 2 steps" in out and "\x1b" not in out + err, (out, err)
+    assert "pid=" not in out + err and "core_worker.cc" not in out + err and "PlacementGroupCleaner" not in err
+    assert (tmp_path / "ray" / "ray.log").is_file()
 
     a = _rows(tmp_path / "single" / "train_log.csv")
     b = _rows(tmp_path / "ray" / "train_log.csv")

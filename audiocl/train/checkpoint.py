@@ -369,7 +369,7 @@ def load_checkpoint(path: str | Path, *, rank: int = 0) -> dict[str, Any]:
 # what a training run writes into its output folder (and --overwrite removes)
 RUN_ENTRIES = (
     "checkpoints", "best", "model", "train_log.csv", "val_log.csv", "tensorboard",
-    "config.resolved.json", "ray",
+    "config.resolved.json", "ray", "ray.log",
 )  # fmt: skip
 
 

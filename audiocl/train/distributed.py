@@ -19,6 +19,8 @@ attempt resumes from the latest complete checkpoint of this run.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -37,9 +39,13 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
     from audiocl.train.config import TrainingConfig
     from audiocl.train.loop import Trainer
-    from audiocl.train.run import build_components, export_model
+    from audiocl.train.run import build_components, export_model, fit_numbers
 
     cfg = TrainingConfig.model_validate(loop_config["cfg"])
+    if loop_config.get("quiet"):
+        from audiocl.progress import set_quiet
+
+        set_quiet()  # the driver's --quiet
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,12 +73,23 @@ def _worker(loop_config: dict[str, Any]) -> None:
     build: Callable[[TrainingConfig], Any] = loop_config.get("build") or build_components
     comp = build(cfg)
     trainer = Trainer(cfg, comp.model, comp.loss, comp.train_data, comp.val_data, device=device)
-    trainer.fit(resume=resume, force=bool(loop_config.get("force", False)))
+    result = trainer.fit(resume=resume, force=bool(loop_config.get("force", False)))
+    if trainer.is_main:
+        # the numbers of the summary, for the driver (Ray Train V2 hands back only
+        # the metrics reported with a checkpoint)
+        from audiocl.fsutil import atomic_write_text
+
+        atomic_write_text(_fit_file(out, loop_config["token"]), json.dumps(fit_numbers(result)))
     if trainer.is_main and loop_config.get("export", True):
         export_model(cfg, comp.model, out)
         marker.unlink(missing_ok=True)
     if dist.is_initialized():
         dist.barrier()
+
+
+def _fit_file(out: Path, token: str) -> Path:
+    # named like the attempt marker, so that clear_run removes a leftover one
+    return out / f".attempt-{token}.fit.json"
 
 
 def _user_error(err: BaseException) -> str | None:
@@ -165,18 +182,23 @@ def train_distributed(
     """Run training under Ray Train ``TorchTrainer`` with ``distributed.workers`` workers.
 
     ``build(cfg) -> Components`` replaces :func:`audiocl.train.run.build_components`
-    (it must be picklable). Returns a summary dict like
-    :func:`audiocl.train.run.train`. Relative paths are made absolute here,
-    against the working directory, because Ray runs each worker in a folder of
-    its own; the output folder is checked as in :func:`audiocl.train.run.train`
-    (``resume``, ``overwrite``, ``force``), all before Ray starts.
+    (it must be picklable). Returns the summary of :func:`audiocl.train.run.train`
+    (:func:`audiocl.train.run.train_summary`, with rank 0's numbers). Relative
+    paths are made absolute here, against the working directory, because Ray
+    runs each worker in a folder of its own; the output folder is checked as in
+    :func:`audiocl.train.run.train` (``resume``, ``overwrite``, ``force``), all
+    before Ray starts. Ray's own output goes to ``<output>/ray.log``
+    (:mod:`audiocl.train.ray_logs`).
     """
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from audiocl.progress import is_quiet
     from audiocl.train.checkpoint import clear_run, prepare_output_dir
     from audiocl.train.config import absolute_paths
+    from audiocl.train.ray_logs import RAY_LOG_NAME, route_ray_output
+    from audiocl.train.run import train_summary
 
     d = cfg.distributed
     if cfg.data.batch_size % d.workers:
@@ -193,19 +215,24 @@ def train_distributed(
         preflight(cfg)
     if overwrite:
         clear_run(out)
+    # Ray Train sends a worker's print() through its logger too, which Ray forwards as
+    # a second copy on stderr; the workers of a local instance inherit this setting
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # one CPU more than the workers for Ray Train's controller; rank 0's progress
-    # lines reach this terminal
+    # lines reach this terminal (route_ray_output below sends Ray's own to ray.log)
     started, _ = start_ray(d.address, d.workers + 1, worker_output=True)
     storage = Path(d.storage_path).resolve() if d.storage_path else out / "ray"
     name = d.name or out.name
     resources = {"CPU": 1}
     if d.gpus > 0:
         resources["GPU"] = d.gpus
+    token = uuid.uuid4().hex
     trainer = TorchTrainer(
         _worker,
         train_loop_config={
             "cfg": cfg.to_dict(), "resume": resume, "build": build,
-            "token": uuid.uuid4().hex, "export": export, "threads": 1, "force": force,
+            "token": token, "export": export, "threads": 1, "force": force,
+            "quiet": is_quiet(),
         },  # fmt: skip
         torch_config=TorchConfig(backend="nccl" if d.gpus > 0 else "gloo"),
         scaling_config=ScalingConfig(
@@ -215,27 +242,29 @@ def train_distributed(
             name=name,
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=d.max_failures),
+            # Ray Train's INFO lines (resource requests, worker group, process group) stay out
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    print(f"training on {d.workers} Ray worker(s) ({'GPU' if d.gpus else 'CPU'}); outputs in {out}", flush=True)
-    try:
-        result = trainer.fit()
-    except Exception as err:
-        # Ray wraps worker exceptions; surface our own (user-fixable) ones as one line
-        user = _user_error(err)
-        if user is not None:
-            raise AudioclError(user) from None
-        raise
-    finally:
-        if started and shutdown:
-            ray.shutdown()
+    print(
+        f"training on {d.workers} Ray worker(s) ({'GPU' if d.gpus else 'CPU'}); outputs in {out}; "
+        f"Ray's own messages in {out / RAY_LOG_NAME}", flush=True,
+    )  # fmt: skip
+    with route_ray_output(out / RAY_LOG_NAME):
+        try:
+            result = trainer.fit()
+        except Exception as err:
+            # Ray wraps worker exceptions; surface our own (user-fixable) ones as one line
+            user = _user_error(err)
+            if user is not None:
+                raise AudioclError(user) from None
+            raise
+        finally:
+            if started and shutdown:
+                ray.shutdown()  # inside the routing: it flushes the workers' last lines
     if getattr(result, "error", None) is not None:
         raise result.error  # pragma: no cover - fit() raises in V2
-    from audiocl.train.checkpoint import find_latest
-
-    latest = find_latest(out)
-    return {
-        "output_dir": str(out),
-        "model_dir": str(out / "model") if export else None,
-        "latest_checkpoint": str(latest) if latest else None,
-    }
+    fit_file = _fit_file(out, token)
+    numbers = json.loads(fit_file.read_text()) if fit_file.is_file() else {}
+    fit_file.unlink(missing_ok=True)
+    return train_summary(out, out / "model" if export else None, numbers)

@@ -14,7 +14,7 @@ import errno
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -24,9 +24,15 @@ from audiocl.fsutil import atomic_write_text
 from audiocl.train.config import TrainingConfig
 from audiocl.train.data import TrainData
 
+if TYPE_CHECKING:
+    from audiocl.train.loop import FitResult
+
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
-__all__ = ["Components", "build_components", "build_loss_from_config", "check_missing", "export_model", "train"]
+__all__ = [
+    "Components", "build_components", "build_loss_from_config", "check_missing", "export_model", "fit_numbers",
+    "train", "train_summary",
+]  # fmt: skip
 
 
 @dataclass
@@ -198,8 +204,9 @@ def _model_and_input_keys(cfg: TrainingConfig, frontend: Any) -> tuple[nn.Module
 
 def build_components(cfg: TrainingConfig) -> Components:
     """Model, loss and data from the config (same on every rank)."""
+    from audiocl.progress import quiet_library_bars
 
-
+    quiet_library_bars()  # no "Loading weights" bar in a log file
     if cfg.data.arrays:
         return _build_array_components(cfg)
     if cfg.data.webdataset or cfg.data.stream_manifest:
@@ -377,11 +384,32 @@ def train(
         if err.errno in _DISK_ERRNOS:
             raise disk_error(err, f"the outputs of the run in {out}") from None
         raise
+    return train_summary(out, model_dir, fit_numbers(result))
+
+
+def fit_numbers(result: FitResult) -> dict[str, Any]:
+    """The numbers of a :class:`~audiocl.train.loop.FitResult` that the summary reports:
+    ``steps``, ``epochs``, ``last_loss`` (the last step's training loss) and ``best_metric``
+    (the best value of ``train.best_metric`` over the validations; None without validation)."""
+    return {
+        "steps": int(result.step),
+        "epochs": int(result.epoch),
+        "last_loss": None if result.last_loss is None else float(result.last_loss),
+        "best_metric": None if result.best_metric is None else float(result.best_metric),
+    }
+
+
+def train_summary(output_dir: str | Path, model_dir: str | Path | None, numbers: dict[str, Any]) -> dict[str, Any]:
+    """What ``audiocl train`` prints at the end (one JSON line), the same for one process
+    and for Ray workers: ``output_dir``, ``model_dir``, ``latest_checkpoint`` and the
+    :func:`fit_numbers` of the run (under Ray, rank 0's, which it hands to the driver)."""
+    from audiocl.train.checkpoint import find_latest
+
+    out = Path(output_dir)
+    latest = find_latest(out)
     return {
         "output_dir": str(out),
-        "model_dir": str(model_dir),
-        "steps": result.step,
-        "epochs": result.epoch,
-        "last_loss": result.last_loss,
-        "best_metric": result.best_metric,
+        "model_dir": str(model_dir) if model_dir is not None else None,
+        "latest_checkpoint": str(latest) if latest else None,
+        **{k: numbers.get(k) for k in ("steps", "epochs", "last_loss", "best_metric")},
     }
