@@ -11,7 +11,9 @@
 * quiet (``--quiet``, :func:`set_quiet`) or ``enabled=False``: nothing.
 
 The training loop's display (:class:`audiocl.train.logs.Progress`) builds its
-bar with :func:`tqdm_bar` too.
+bar with :func:`tqdm_bar` too. :func:`quiet_library_bars` turns off the bars
+that libraries draw themselves (transformers' "Loading weights") under the
+same conditions.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import time
 from types import TracebackType
 from typing import Any
 
-__all__ = ["LINE_EVERY_S", "Progress", "fmt_time", "is_quiet", "progress", "set_quiet", "tqdm_bar"]
+__all__ = [
+    "LINE_EVERY_S", "Progress", "fmt_time", "is_quiet", "progress", "quiet_library_bars", "set_quiet", "tqdm_bar",
+]  # fmt: skip
 
 # seconds between two plain progress lines when stderr is not a terminal
 LINE_EVERY_S = 10.0
@@ -37,6 +41,35 @@ def set_quiet(quiet: bool = True) -> None:
 
 def is_quiet() -> bool:
     return _quiet
+
+
+def quiet_library_bars() -> None:
+    """Turn off the tqdm bars of transformers and huggingface_hub (e.g. the
+    "Loading weights" bar of every ``from_pretrained``) when stderr is not a
+    terminal or the process is quiet: in a file such a bar is carriage returns
+    and block characters on one long line. Call it before a model is loaded;
+    on a terminal, not quiet, they stay as they are, and so does a user's own
+    ``HF_HUB_DISABLE_PROGRESS_BARS``."""
+    import os
+
+    if (sys.stderr.isatty() and not _quiet) or "HF_HUB_DISABLE_PROGRESS_BARS" in os.environ:
+        return
+    # read by huggingface_hub (and transformers through it) when first imported
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    for name in ("huggingface_hub", "transformers"):
+        if name not in sys.modules:
+            continue  # the environment variable covers a later import
+        try:
+            if name == "transformers":
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+            else:
+                from huggingface_hub.utils import disable_progress_bars
+
+                disable_progress_bars()
+        except Exception:  # an older or newer library without these functions
+            pass
 
 
 def fmt_time(seconds: float) -> str:

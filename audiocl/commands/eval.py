@@ -112,12 +112,12 @@ def _check_sizes(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from audiocl.eval.report import write_results
+    from audiocl.progress import quiet_library_bars, set_quiet
 
     _check_sizes(args)
     if args.quiet:
-        from audiocl.progress import set_quiet
-
         set_quiet()
+    quiet_library_bars()  # no "Loading weights" bar in a log file
     cmd = args.eval_command
     if cmd in ("zeroshot", "retrieval") and args.group_by:
         # a results table per group is only readable with a name per group
