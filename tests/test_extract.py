@@ -371,12 +371,12 @@ def test_concurrent_extraction_into_one_store_refused(tmp_path: Path, tiny_wav_f
     manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "a", "path": str(wav)}])
     out = tmp_path / "store"
     cfg = get_preset("speech16k")
-    extract(manifest, out, cfg, use_ray=False, progress=False)
+    extract(manifest, out, cfg, runner="inline", progress=False)
     fd = os.open(out / ".lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
         with pytest.raises(AudioclError, match="another extraction is writing"):
-            extract(manifest, out, cfg, use_ray=False, progress=False, resume=True)
+            extract(manifest, out, cfg, runner="inline", progress=False, resume=True)
     finally:
         os.close(fd)
-    assert extract(manifest, out, cfg, use_ray=False, progress=False, resume=True)["done"] == 1
+    assert extract(manifest, out, cfg, runner="inline", progress=False, resume=True)["done"] == 1

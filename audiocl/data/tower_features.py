@@ -2,8 +2,9 @@
 
 A frozen pretrained tower (``frozen: true``) gives the same output for a clip
 every time, so training need not run it every epoch: :func:`extract_tower_features`
-runs its encoder once over every item of a finished store (Ray actors, one per
-shard at a time, or in this process) and writes::
+runs its encoder once over every item of a finished store (a pool of worker
+processes or Ray actors, one shard at a time each, see
+:mod:`audiocl.data.shard_pool`; or in this process) and writes::
 
     towers/<type>-<sha12>/tower.json              identity: encoder config, weight sha256,
                                                   front-end hash, input rule, dim, items
@@ -89,7 +90,7 @@ def _frozen_encoder(model_config: Any, tower: str) -> tuple[dict[str, Any], Any]
 
 
 class TowerShardWorker:
-    """Computes one shard's outputs (a Ray Data actor, or a plain object in-process)."""
+    """Computes one shard's outputs (in a pool's worker process or Ray actor, or in-process)."""
 
     def __init__(self, store_dir: str, model_config: Any, tower: str, expect_sha: str,
                  batch_size: int = 16, single_thread: bool = True) -> None:
@@ -154,7 +155,7 @@ def extract_tower_features(
     tower: str,
     *,
     workers: int = 2,
-    use_ray: bool = True,
+    runner: str = "auto",
     address: str | None = None,
     batch_size: int = 16,
 ) -> dict[str, Any]:
@@ -162,9 +163,11 @@ def extract_tower_features(
 
     ``model_config``: a ModelConfig, dict or YAML/JSON path (only ``tower`` is built).
     Shards already written with the same weights are kept (the run resumes).
+    ``runner``/``address``: where the ``workers`` run, as for
+    :func:`audiocl.data.extract.extract` (:func:`audiocl.data.shard_pool.shard_pool`).
     """
-    from audiocl.data.extract import _store_lock, run_shard_actors
-    from audiocl.ray_init import start_ray, stop_ray
+    from audiocl.data.extract import _store_lock
+    from audiocl.data.shard_pool import shard_pool
 
     d = Path(store_dir)
     store = FeatureStore(d)
@@ -190,21 +193,11 @@ def extract_tower_features(
     kw = {"store_dir": str(d), "model_config": load_config_dict(model_config), "tower": tower,
           "expect_sha": ident["weights_sha256"], "batch_size": batch_size}
     with _store_lock(d):
-        started = False
-        try:
-            if todo and use_ray:
-                started, cpus = start_ray(address, workers)
-                run_shard_actors(
-                    TowerShardWorker, [{"shard": s} for s in todo], kw, min(workers, cpus), record,
-                    what="tower extraction", retry="run again to complete",
-                )
-            elif todo:
-                w = TowerShardWorker(**kw, single_thread=False)
-                for s in todo:
-                    record({k: v[0] for k, v in w({"shard": np.asarray([s])}).items()})
-        finally:
-            if started:
-                stop_ray()
+        if todo:
+            with shard_pool(TowerShardWorker, kw, min(int(workers), len(todo)),
+                            runner=runner, address=address) as pool:
+                pool.run([{"shard": s} for s in todo], record,
+                         what="tower extraction", retry="run again to complete")
         if failures:
             raise AudioclError(f"{len(failures)} shard(s) of tower '{tower}' failed: " + "; ".join(failures[:3]))
         doc = {
