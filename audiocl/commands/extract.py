@@ -69,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = get_preset(args.preset, **parse_overrides(args.overrides))
     kinds = ("waveform",) if args.waveform_only else (
         ("logmel", "waveform") if args.store_waveform else ("logmel",))
-    # --json keeps stdout for the summary: progress only as a bar on a terminal
-    progress = not args.no_progress and (not args.json or sys.stderr.isatty())
     with contextlib.ExitStack() as stack:
         if args.frozen_towers:
             from audiocl.data.shard_pool import one_ray_for_all
@@ -82,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers, resume=args.resume, address=args.address, runner=args.runner,
             shard_size=args.shard_size, kinds=kinds, dtype=args.dtype,
             min_duration=args.min_duration, max_duration=args.max_duration,
-            progress=progress,
+            # --json keeps stdout for the summary: progress lines go to stderr then
+            progress=not args.no_progress, progress_file=sys.stderr if args.json else None,
         )
         if args.frozen_towers:
             from audiocl.data.tower_features import extract_tower_features

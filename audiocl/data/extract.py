@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -267,6 +267,7 @@ def extract(
     min_duration: float | None = None,
     max_duration: float | None = None,
     progress: bool = True,
+    progress_file: TextIO | None = None,
     runner: str = "auto",
 ) -> dict[str, Any]:
     """Extract every item of ``manifest`` into the store at ``out``; returns the summary.
@@ -275,7 +276,9 @@ def extract(
     (:func:`audiocl.data.shard_pool.shard_pool`): ``"auto"`` (Ray on the cluster at
     ``address``/``RAY_ADDRESS``, else local processes), ``"processes"``, ``"ray"``
     (a local Ray instance without an address) or ``"inline"`` (this process).
-    The store's bytes are the same whichever runs it.
+    The store's bytes are the same whichever runs it. ``progress``: a bar on a
+    terminal, else a plain line every few seconds (:mod:`audiocl.progress`) on
+    ``progress_file`` (default stdout).
     """
     t0 = time.perf_counter()
     if int(workers) < 1:
@@ -339,7 +342,7 @@ def extract(
         if progress and todo:
             from audiocl.progress import Progress
 
-            bar = Progress(items_todo, f"extract -> {out.name}", unit="clip")
+            bar = Progress(items_todo, f"extract -> {out.name}", unit="clip", file=progress_file)
 
         def tick(shard: int, n: int) -> None:
             if bar is not None:
