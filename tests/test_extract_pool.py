@@ -173,5 +173,7 @@ def test_runner_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     assert resolve_runner("auto", None) == "ray"
     assert resolve_runner("processes", None) == "processes"
+    with pytest.raises(AudioclError, match="address .10.0.0.2:1. was given with runner 'processes'"):
+        resolve_runner("processes", "10.0.0.2:1")
     with pytest.raises(AudioclError, match="unknown runner 'threads'"):
         resolve_runner("threads", None)

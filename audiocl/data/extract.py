@@ -283,6 +283,7 @@ def extract(
     t0 = time.perf_counter()
     if int(workers) < 1:
         raise AudioclError(f"--workers must be >= 1, not {workers}")
+    runner = resolve_runner(runner, address)  # before anything is written
     params = StoreParams.from_frontend(
         frontend, kinds=tuple(kinds), dtype=dtype, shard_size=int(shard_size),
         min_duration=min_duration, max_duration=max_duration,
@@ -365,7 +366,6 @@ def extract(
             # a pool without per-item ticks (Ray) moves the bar a shard at a time
             tick(shard, size[shard] - ticked[shard])
 
-        runner = resolve_runner(runner, address)
         try:
             if todo:
                 # the pool starts once the manifest is known to be good and to hold work

@@ -73,6 +73,9 @@ def resolve_runner(runner: str, address: str | None) -> str:
     else ``"processes"``; other names are checked and returned."""
     if runner not in RUNNERS:
         raise AudioclError(f"unknown runner {runner!r}: use one of {', '.join(RUNNERS)}")
+    if address and runner in ("processes", "inline"):
+        raise AudioclError(f"a Ray cluster address ({address}) was given with runner {runner!r}: "
+                           "drop the address or use runner 'ray' (or 'auto')")
     if runner == "auto":
         return "ray" if (address or os.environ.get("RAY_ADDRESS")) else "processes"
     return runner
