@@ -217,6 +217,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="200,400", help="comma-separated corpus sizes (clips)")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--ratio-size", type=int, default=None,
+                    help="corpus size the last line's ratios are taken at (default: the largest of --sizes)")
     ap.add_argument("--routes", default=",".join(ROUTES))
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--shard-size", type=int, default=256,
@@ -278,7 +280,9 @@ def main() -> None:
                 per[n]["stores_identical_across_rounds"] = len({x["content_hash"] for x in runs[r][n]}) == 1
                 per[n]["content_hash"] = runs[r][n][0]["content_hash"]
         table[r] = {"by_size": per, "fit_on_min_wall": _fit([(n, per[n]["wall_s_min"]) for n in sizes])}
-    big = max(sizes)
+    big = args.ratio_size or max(sizes)
+    if big not in sizes:
+        raise SystemExit(f"--ratio-size {big} is not one of --sizes {args.sizes}")
     result: dict = {
         "benchmark": "extract_vs_peers", "sizes": sizes, "rounds": args.rounds,
         "input": f"FLAC 44.1 kHz mono 16-bit, {args.seconds:g} s clips of real recordings from {args.real}",
