@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
             summary["towers"] = [
                 extract_tower_features(args.out, args.model_config, t, workers=args.workers,
-                                       address=args.address, runner=args.runner)
+                                       address=args.address, runner=args.runner,
+                                       progress=not args.no_progress,
+                                       progress_file=sys.stderr if args.json else None)
                 for t in args.frozen_towers
             ]
     print(json.dumps(summary) if args.json else format_summary(summary))

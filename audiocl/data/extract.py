@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from audiocl.data.shard_pool import resolve_runner, shard_pool
+from audiocl.data.shard_pool import ShardProgress, resolve_runner, shard_pool
 from audiocl.data.store import (
     SHARDS_DIR,
     ShardResult,
@@ -334,21 +334,10 @@ def extract(
         results: list[ShardResult] = []
         failures: list[str] = []
         t_work = time.perf_counter()
-        items_todo = sum(t["n"] for t in todo)
-        size = {t["shard"]: t["n"] for t in todo}
-        ticked: Counter[int] = Counter()  # items of each shard already shown as done
-        bar = None
         if progress and skipped:
             print(f"resume: {len(skipped)} of {num_shards} shards already done", file=sys.stderr)
-        if progress and todo:
-            from audiocl.progress import Progress
-
-            bar = Progress(items_todo, f"extract -> {out.name}", unit="clip", file=progress_file)
-
-        def tick(shard: int, n: int) -> None:
-            if bar is not None:
-                ticked[shard] += n
-                bar.update(n)
+        bar = ShardProgress({t["shard"]: t["n"] for t in todo}, f"extract -> {out.name}",
+                            enabled=progress, file=progress_file)
 
         timing: dict[str, float] = {"start": 0.0, "first_shard": 0.0, "last_shard": 0.0}
 
@@ -363,8 +352,7 @@ def extract(
                 results.append(ShardResult(shard, int(row["done"]), int(row["failed"]),
                                            json.loads(str(row["reasons"])), cpu=json.loads(str(row["cpu"])),
                                            t_start=float(row["t_start"]), t_end=float(row["t_end"])))
-            # a pool without per-item ticks (Ray) moves the bar a shard at a time
-            tick(shard, size[shard] - ticked[shard])
+            bar.shard_done(shard)
 
         try:
             if todo:
@@ -372,7 +360,7 @@ def extract(
                 try:
                     pool = pool_stack.enter_context(shard_pool(
                         ShardWorker, {"store_dir": str(out)}, min(int(workers), len(todo)),
-                        runner=runner, address=address, on_tick=tick, timing=timing))
+                        runner=runner, address=address, on_tick=bar.tick, timing=timing))
                 except AudioclError:
                     # Ray could not start or be joined: a store this run created and
                     # that holds no finished shard is removed
@@ -382,9 +370,9 @@ def extract(
                 pool.run([{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]}
                           for t in todo], record,
                          what="extraction", retry="fix the cause and run again with --resume")
+            bar.close()
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close(ok=False)  # no-op after the close above
             t_down = time.perf_counter()
             pool_stack.close()  # the workers, then Ray if this run started it
             timing["teardown"] = time.perf_counter() - t_down

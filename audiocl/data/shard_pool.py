@@ -44,8 +44,8 @@ import numpy as np
 
 from audiocl.errors import AudioclError
 
-__all__ = ["RUNNERS", "InlineShardPool", "ProcessShardPool", "ShardActorPool", "one_ray_for_all", "resolve_runner",
-           "shard_pool"]
+__all__ = ["RUNNERS", "InlineShardPool", "ProcessShardPool", "ShardActorPool", "ShardProgress", "one_ray_for_all",
+           "resolve_runner", "shard_pool"]
 
 RUNNERS = ("auto", "processes", "ray", "inline")
 #: thread pools pinned to one thread in the children: the pool, not BLAS/OpenMP,
@@ -338,6 +338,42 @@ class ShardActorPool:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
         self.actors = []
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class ShardProgress:
+    """Progress in items over shards of known sizes (:mod:`audiocl.progress`'s display):
+    :meth:`tick` as workers report items (processes, inline), :meth:`shard_done`
+    when a shard's result arrives, which adds what its ticks did not (a Ray pool
+    reports nothing else). ``close(ok=False)`` ends the display without its
+    closing "N clip in ..." line."""
+
+    def __init__(self, sizes: dict[int, int], desc: str, *, enabled: bool = True,
+                 file: Any = None) -> None:
+        from collections import Counter
+
+        from audiocl.progress import Progress
+
+        self.sizes = sizes
+        self.ticked: Counter[int] = Counter()
+        self.bar = Progress(sum(sizes.values()), desc, unit="clip", enabled=enabled and bool(sizes), file=file)
+
+    def tick(self, shard: int, n: int) -> None:
+        self.ticked[shard] += n
+        self.bar.update(n)
+
+    def shard_done(self, shard: int) -> None:
+        left = self.sizes.get(shard, 0) - self.ticked[shard]
+        if left > 0:
+            self.tick(shard, left)
+
+    def close(self, ok: bool = True) -> None:
+        if ok:
+            self.bar.close()
+        else:
+            self.bar.__exit__(AudioclError, None, None)
 
 
 # --------------------------------------------------------------------------- choosing one
