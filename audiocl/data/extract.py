@@ -371,11 +371,14 @@ def extract(
                           for t in todo], record,
                          what="extraction", retry="fix the cause and run again with --resume")
             bar.close()
-        finally:
-            bar.close(ok=False)  # no-op after the close above
-            t_down = time.perf_counter()
-            pool_stack.close()  # the workers, then Ray if this run started it
-            timing["teardown"] = time.perf_counter() - t_down
+        except BaseException as err:
+            # the pool sees the error (Ctrl-C, a failed shard): its workers are stopped at once
+            bar.close(ok=False)
+            pool_stack.__exit__(type(err), err, err.__traceback__)
+            raise
+        t_down = time.perf_counter()
+        pool_stack.close()  # the workers, then Ray if this run started it
+        timing["teardown"] = time.perf_counter() - t_down
         # clips/s counts from the moment the pool exists (worker start-up included), so a
         # one-off Ray start does not hide the steady rate; the wall time has everything
         wall_work = time.perf_counter() - t_work - timing.get("start", 0.0)

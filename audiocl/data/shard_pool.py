@@ -213,8 +213,15 @@ class ProcessShardPool:
             elif kind == "init_error":
                 raise AudioclError(f"{what} failed: a worker process could not start: {msg[1]}")
 
-    def close(self) -> None:
-        """Stop the children: ``None`` to each, then a few seconds' grace, then kill."""
+    def close(self, abort: bool = False) -> None:
+        """Stop the children: ``None`` to each, then a few seconds' grace, then kill;
+        ``abort`` (an error or Ctrl-C in the driver) kills them at once, mid-shard
+        (a shard is written atomically, so nothing partial is left but temporary
+        files, which the next run removes)."""
+        if abort:
+            for p in self.procs:
+                with contextlib.suppress(OSError):
+                    p.kill()
         for i in range(len(self.procs)):
             self._send(i, None)
             with contextlib.suppress(OSError):
@@ -432,9 +439,13 @@ def shard_pool(
         if timing is not None:
             timing["start"] = time.perf_counter() - t0
         yield pool
+    except BaseException:
+        if isinstance(pool, ProcessShardPool):
+            pool.close(abort=True)
+        raise
     finally:
         if pool is not None:
-            pool.close()
+            pool.close()  # a second close is a no-op
         if started:
             stop_ray()
 
