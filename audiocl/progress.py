@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = [
     "LINE_EVERY_S", "Progress", "fmt_time", "is_quiet", "progress", "quiet_library_bars", "set_quiet", "tqdm_bar",
@@ -92,9 +92,10 @@ class Progress:
 
     def __init__(
         self, total: int | None, desc: str, *, unit: str = "it", enabled: bool = True,
-        every_s: float | None = None,
+        every_s: float | None = None, file: TextIO | None = None,
     ) -> None:  # fmt: skip
         self.total, self.desc, self.unit = total, desc, unit
+        self.file = file  # the plain lines' stream: None is stdout (a command whose stdout is its result passes stderr)
         self.enabled = enabled and not _quiet
         self.every_s = LINE_EVERY_S if every_s is None else every_s
         self.n = 0
@@ -111,7 +112,7 @@ class Progress:
             now = time.perf_counter()
             if now - self.t_line >= self.every_s and (self.total is None or self.n < self.total):
                 self.t_line = now
-                print(self._line(now), flush=True)
+                print(self._line(now), file=self.file or sys.stdout, flush=True)
 
     def _line(self, now: float) -> str:
         rate = self.n / max(now - self.t0, 1e-9)
@@ -127,7 +128,8 @@ class Progress:
             self.bar = None
         elif self.enabled:
             self.enabled = False
-            print(f"{self.desc}: {self.n} {self.unit} in {fmt_time(time.perf_counter() - self.t0)}", flush=True)
+            print(f"{self.desc}: {self.n} {self.unit} in {fmt_time(time.perf_counter() - self.t0)}",
+                  file=self.file or sys.stdout, flush=True)
 
     def __enter__(self) -> Progress:
         return self

@@ -1,4 +1,4 @@
-"""End-to-end extraction throughput: 1 Ray worker (baseline) vs 2, same process.
+"""End-to-end extraction throughput: 1 worker process (baseline) vs 2, same process.
 
 Makes N ten-second 44.1 kHz FLAC clips (tones + noise, cached under --cache so
 reruns skip it), then runs ``audiocl.data.extract.extract`` with the
@@ -6,9 +6,9 @@ reruns skip it), then runs ``audiocl.data.extract.extract`` with the
 -> shard write) into a fresh store with 1 worker and with 2 workers, and checks
 both stores have the same content hash.
 
-clips/s counts from the moment Ray is up to the last shard written (actor
-start-up included, ``ray.init`` not); steady clips/s from the first shard begun
-to the last written (actor start-up excluded); ``wall_s`` includes everything. The
+clips/s counts from the moment the pool exists to the last shard written
+(worker start-up included); steady clips/s from the first shard begun
+to the last written (worker start-up excluded); ``wall_s`` includes everything. The
 machine's load average is reported because other users share the CPUs, and so
 is the workers' CPU time per clip and stage (decode, resample, log-mel, write),
 which a busy machine inflates far less than wall-clock rates.
@@ -73,7 +73,7 @@ def main() -> None:
             "clips_per_s": s["clips_per_second"],
             "steady_clips_per_s": s["steady_clips_per_second"],
             "extract_s": s["extract_seconds"],
-            "ray_init_s": s["ray_init_seconds"],
+            "pool_start_s": s["start_seconds"],
             "wall_s": round(wall, 2),
             "clips_per_s_wall": round(args.clips / wall, 2),
             "loadavg_1min_before": round(load_before, 2),

@@ -4,7 +4,10 @@ Routes (each a fresh subprocess, 2 processes of work, BLAS/OpenMP pinned to one
 thread where the route does not pin itself; all make the 48 kHz 64-mel LAION
 log-mel of every clip and save it):
 
-* ``audiocl``: ``python -m audiocl extract --workers 2`` (the CLI, end to end);
+* ``audiocl``: ``python -m audiocl extract --workers 2`` (the CLI, end to end:
+  two local worker processes, the default);
+* ``audiocl_ray``: the same with ``--runner ray`` (a local Ray instance and two
+  actors, the route a cluster run takes), to show what Ray itself costs;
 * ``pool``: a plain ``multiprocessing.Pool(2)`` script: soundfile, soxr,
   ``librosa.feature.melspectrogram`` + ``power_to_db``, one ``np.save`` a clip;
 * ``hf``: Hugging Face ``datasets.map(num_proc=2)`` with transformers'
@@ -20,13 +23,15 @@ other users hit every route alike. For each route and size: wall seconds
 (min and median over rounds), CPU seconds and peak RSS of the whole process
 tree (``/proc``, :class:`bench_common.TreeMeter`). Over the sizes, a
 least-squares line ``wall = fixed + per_clip * n`` separates the fixed cost
-(start-up, teardown) from the per-clip cost. audiocl's store content hash is
-checked to be the same in every round.
+(start-up, teardown) from the per-clip cost; for audiocl the summary's own
+phases give a second view of it, the time to the first written shard plus the
+teardown. audiocl's store content hash is checked to be the same in every
+round and for both of its routes.
 
     python benchmarks/extract_vs_peers.py [--sizes 200,400] [--rounds 1] [--shard-size 256]
-        [--routes audiocl,pool,hf,lhotse,bound] [--real ../shared/data/esc50-sample/audio]
-    # the full comparison (idle machine, ~20 min):
-    python benchmarks/extract_vs_peers.py --sizes 500,1000,2000 --rounds 3
+        [--routes audiocl,audiocl_ray,pool,hf,lhotse,bound] [--real ../shared/data/esc50-sample/audio]
+    # the full comparison (idle machine, ~35 min a round with 8000):
+    python benchmarks/extract_vs_peers.py --sizes 500,1000,2000,8000 --rounds 2
 
 Last line: one JSON object with the ratios at the largest size.
 """
@@ -47,7 +52,7 @@ from pathlib import Path
 from bench_common import ONE_THREAD, TreeMeter, make_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-ROUTES = ("audiocl", "pool", "hf", "lhotse", "bound")
+ROUTES = ("audiocl", "audiocl_ray", "pool", "hf", "lhotse", "bound")
 TARGET_SR = 48000
 
 
@@ -152,9 +157,11 @@ def route_bound_half(manifest: str, out: Path, half: int) -> None:
 def _child(route: str, manifest: str, out: Path, half: int = 0, shard_size: int = 256) -> list[str]:
     me = [sys.executable, str(Path(__file__).resolve()), "--child", route, "--manifest", manifest,
           "--out", str(out), "--half", str(half)]
-    if route == "audiocl":
+    if route in ("audiocl", "audiocl_ray"):
+        runner = ["--runner", "ray"] if route == "audiocl_ray" else []
         return [sys.executable, "-m", "audiocl", "extract", "--manifest", manifest, "--out",
-                str(out / "store"), "--workers", "2", "--shard-size", str(shard_size), "--no-progress", "--json"]
+                str(out / "store"), "--workers", "2", "--shard-size", str(shard_size), "--no-progress",
+                "--json", *runner]
     return me
 
 
@@ -182,13 +189,16 @@ def run_route(route: str, manifest: str, scratch: Path, shard_size: int = 256) -
            # the halves run at the same time: their peaks add up (an upper bound)
            "peak_rss_mb": round(sum(r["peak_rss_mb"] for r in res), 1),
            "peak_rss_mb_by_name": res[0]["peak_rss_mb_by_name"]}
-    if route == "audiocl":
+    if route in ("audiocl", "audiocl_ray"):
         from audiocl.data.store import content_hash
 
         s = json.loads(outs[0][0].strip().splitlines()[-1])
         row["content_hash"] = content_hash(out / "store")
-        row["phases_s"] = s.get("phases_seconds")
+        row["phases_s"] = p = s.get("phases_seconds")
         row["cli_wall_s"] = s["wall_seconds"]
+        # the issue's fixed cost: the first shard written (measured from the process
+        # start: the CLI's imports count) plus the teardown
+        row["first_shard_plus_teardown_s"] = round(wall - s["wall_seconds"] + p["first_shard"] + p["teardown"], 3)
     shutil.rmtree(out, ignore_errors=True)
     return row
 
@@ -207,6 +217,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="200,400", help="comma-separated corpus sizes (clips)")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--ratio-size", type=int, default=None,
+                    help="corpus size the last line's ratios are taken at (default: the largest of --sizes)")
     ap.add_argument("--routes", default=",".join(ROUTES))
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--shard-size", type=int, default=256,
@@ -262,12 +274,15 @@ def main() -> None:
             per[n] = {"wall_s_min": walls[0], "wall_s_median": round(statistics.median(walls), 3),
                       "cpu_s_median": round(statistics.median(x["cpu_s"] for x in runs[r][n]), 2),
                       "peak_rss_mb_max": max(x["peak_rss_mb"] for x in runs[r][n])}
-            if r == "audiocl":
+            if r in ("audiocl", "audiocl_ray"):
                 per[n]["phases_s_first_round"] = runs[r][n][0].get("phases_s")
+                per[n]["first_shard_plus_teardown_s_min"] = min(x["first_shard_plus_teardown_s"] for x in runs[r][n])
                 per[n]["stores_identical_across_rounds"] = len({x["content_hash"] for x in runs[r][n]}) == 1
                 per[n]["content_hash"] = runs[r][n][0]["content_hash"]
         table[r] = {"by_size": per, "fit_on_min_wall": _fit([(n, per[n]["wall_s_min"]) for n in sizes])}
-    big = max(sizes)
+    big = args.ratio_size or max(sizes)
+    if big not in sizes:
+        raise SystemExit(f"--ratio-size {big} is not one of --sizes {args.sizes}")
     result: dict = {
         "benchmark": "extract_vs_peers", "sizes": sizes, "rounds": args.rounds,
         "input": f"FLAC 44.1 kHz mono 16-bit, {args.seconds:g} s clips of real recordings from {args.real}",
@@ -291,8 +306,16 @@ def main() -> None:
         if "pool" in routes:
             ratios["audiocl_peak_rss_over_pool"] = round(
                 table["audiocl"]["by_size"][big]["peak_rss_mb_max"] / table["pool"]["by_size"][big]["peak_rss_mb_max"], 3)
+        ratios["audiocl_first_shard_plus_teardown_s"] = table["audiocl"]["by_size"][big]["first_shard_plus_teardown_s_min"]
+        ratios["audiocl_peak_rss_mb"] = table["audiocl"]["by_size"][big]["peak_rss_mb_max"]
+        if "audiocl_ray" in routes:
+            ratios["audiocl_ray_fixed_s"] = table["audiocl_ray"]["fit_on_min_wall"].get("fixed_s")
+            ratios["audiocl_ray_peak_rss_mb"] = table["audiocl_ray"]["by_size"][big]["peak_rss_mb_max"]
+        hashes = {n: {table[r]["by_size"][n]["content_hash"] for r in ("audiocl", "audiocl_ray") if r in routes}
+                  for n in sizes}
         ratios["audiocl_stores_identical"] = all(
-            table["audiocl"]["by_size"][n]["stores_identical_across_rounds"] for n in sizes)
+            table[r]["by_size"][n]["stores_identical_across_rounds"] for n in sizes
+            for r in ("audiocl", "audiocl_ray") if r in routes) and all(len(h) == 1 for h in hashes.values())
         result["ratios"] = ratios
     print(json.dumps(result, indent=1), file=sys.stderr)
     print(json.dumps({"benchmark": "extract_vs_peers", **result.get("ratios", {}),

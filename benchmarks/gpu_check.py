@@ -264,7 +264,7 @@ def make_store(tmp: Path, n: int, preset: str) -> tuple[Path, Path, str]:
     manifest = tmp / "manifest.jsonl"
     write_manifest(items, manifest)
     store = tmp / "store"
-    extract(manifest, store, get_preset(preset), use_ray=False, progress=False, shard_size=256,
+    extract(manifest, store, get_preset(preset), runner="inline", progress=False, shard_size=256,
             max_duration=None)  # fmt: skip
     return store, manifest, source
 

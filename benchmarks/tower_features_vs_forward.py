@@ -5,11 +5,11 @@ Builds a store of N ten-second clips made from real ESC-50 recordings with the
 
 * ``extract``: :func:`audiocl.data.tower_features.extract_tower_features` of a
   frozen pretrained ``aisfx`` tower (the real weights from the ``aisfx`` wheel),
-  ``--workers`` Ray actors, one torch thread each, batches of ``--batch-size``;
+  ``--workers`` worker processes, one torch thread each, batches of ``--batch-size``;
 * ``bound``: the same encoder's forward pass alone, one thread, on one batch of
   ``--batch-size`` stored log-mels already in memory (best of 3), in this process.
 
-Reported: the extraction's clips/s (wall, Ray start-up included, and from the
+Reported: the extraction's clips/s (wall, worker start-up included, and from the
 workers' CPU time per clip, which the machine's other users inflate less) and
 the bound's clips/s for the same number of threads; the ratios are
 extraction / bound (1.0: the extraction costs nothing beyond the forward pass).

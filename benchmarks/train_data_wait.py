@@ -108,7 +108,7 @@ def main() -> int:
         root = Path(tmp)
         manifest = make_manifest(root, args.items)
         t0 = time.perf_counter()
-        extract(manifest, root / "store", get_preset("speech16k", n_mels=64), use_ray=False,
+        extract(manifest, root / "store", get_preset("speech16k", n_mels=64), runner="inline",
                 progress=False, shard_size=64)  # fmt: skip
         extract_s = time.perf_counter() - t0
         base = {

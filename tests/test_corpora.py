@@ -212,7 +212,7 @@ def test_prepare_extract_train_eval_from_each_source(corpora, tmp_path, capsys):
         want = compute_logmel(load_mono(truth[stem][0], fe.sample_rate), fe)
         np.testing.assert_array_equal(np.asarray(store[it.id]), want)
     # resumable: a second run (same planning and markers; in process, no Ray) does nothing
-    again = extract(combined, store_dir, fe, resume=True, use_ray=False, progress=False, shard_size=9)
+    again = extract(combined, store_dir, fe, resume=True, runner="inline", progress=False, shard_size=9)
     assert (again["shards_resumed"], again["processed_this_run"], again["done"]) == (4, 0, 3 * N)
 
     # train a few steps from each source's items, then evaluate from the source itself
@@ -340,7 +340,7 @@ def test_bad_members_rows_and_recordings_are_named(corpora, tmp_path, capsys):
     rc, out, err = _run(capsys, "prepare", "webdataset", "--root", str(tar.parent), "--out", str(m),
                         "--on-missing", "skip")
     assert rc == 0 and "wrote 5 items" in out and f"{tar}:{clips[4][1]}" in out
-    s = extract(m, tmp_path / "s1", fe, use_ray=False, progress=False)
+    s = extract(m, tmp_path / "s1", fe, runner="inline", progress=False)
     assert (s["done"], s["failed"]) == (4, 1)
     errors = [json.loads(x) for x in (tmp_path / "s1" / "errors.jsonl").read_text().splitlines()]
     assert [(e["id"], e["reason"], e["path"]) for e in errors] == [
@@ -353,7 +353,7 @@ def test_bad_members_rows_and_recordings_are_named(corpora, tmp_path, capsys):
             blob = _flac(f)
             info.size = len(blob)
             tf.addfile(info, io.BytesIO(blob))
-    s = extract(m, tmp_path / "s2", fe, use_ray=False, progress=False)
+    s = extract(m, tmp_path / "s2", fe, runner="inline", progress=False)
     reasons = {json.loads(x)["id"]: json.loads(x)["reason"]
                for x in (tmp_path / "s2" / "errors.jsonl").read_text().splitlines()}
     assert reasons and set(reasons.values()) <= {"missing", "unreadable"} and "missing" in reasons.values()
@@ -367,7 +367,7 @@ def test_bad_members_rows_and_recordings_are_named(corpora, tmp_path, capsys):
     rc, out, err = _run(capsys, "prepare", "hf", "--root", str(hf), "--out", str(tmp_path / "h.jsonl"),
                         "--on-missing", "skip")
     assert rc == 0 and "wrote 5 items" in out and "row 3" in out
-    s = extract(tmp_path / "h.jsonl", tmp_path / "s3", fe, use_ray=False, progress=False)
+    s = extract(tmp_path / "h.jsonl", tmp_path / "s3", fe, runner="inline", progress=False)
     assert (s["done"], s["failed"]) == (5, 0)
     assert FeatureStore(tmp_path / "s3").ids() and "hf/train/3" not in FeatureStore(tmp_path / "s3")
 
@@ -387,7 +387,7 @@ def test_bad_members_rows_and_recordings_are_named(corpora, tmp_path, capsys):
                         "--on-missing", "skip")
     assert rc == 0 and "wrote 5 items" in out
     (gone / clips[2][0].name).unlink()
-    s = extract(tmp_path / "l.jsonl", tmp_path / "s4", fe, use_ray=False, progress=False)
+    s = extract(tmp_path / "l.jsonl", tmp_path / "s4", fe, runner="inline", progress=False)
     errors = [json.loads(x) for x in (tmp_path / "s4" / "errors.jsonl").read_text().splitlines()]
     assert (s["done"], s["failed"]) == (4, 1)
     assert [(e["reason"], e["path"]) for e in errors] == [("missing", str(gone / clips[2][0].name))]

@@ -54,7 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                                labels=[WORDS[i % 4]]))  # fmt: skip
     manifest = root / "manifest.jsonl"
     write_manifest(items, manifest)
-    extract(manifest, root / "store", get_preset("speech16k", n_mels=32), use_ray=False, progress=False,
+    extract(manifest, root / "store", get_preset("speech16k", n_mels=32), runner="inline", progress=False,
             shard_size=8)  # fmt: skip
     return root / "store", manifest
 

@@ -82,7 +82,7 @@ def test_same_clip_same_embedding_through_every_path(policy, clips, tmp_path):
     fe = get_preset("speech16k", n_mels=32, clip_samples=SR, length_policy=policy)
     model = _cnn(fe)
     store = tmp_path / "store"
-    extract(manifest, store, fe, use_ray=False, progress=False)
+    extract(manifest, store, fe, runner="inline", progress=False)
     fs = FeatureStore(store)
     ids = [it.id for it in items]
     target = fe.clip_frames
@@ -166,7 +166,7 @@ def test_zeroshot_store_and_files_agree(shared_dir, tmp_path):
     model = _clap_sfx_model(shared_dir)
     model.save_pretrained(tmp_path / "model")
     store = tmp_path / "store"
-    extract(manifest, store, model.frontend, use_ray=False, progress=False)
+    extract(manifest, store, model.frontend, runner="inline", progress=False)
     res = {}
     for name, extra in (("files", []), ("store", ["--store", str(store)])):
         out = tmp_path / f"{name}.json"
@@ -242,6 +242,6 @@ def test_waveform_fitted_model_refuses_a_logmel_store(clips, tmp_path):
         "type": "htsat", "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4,
         "spec_size": 64, "n_mels": 16}}}}
     model = MultiTowerModel.from_config(cfg, frontend=fe).eval()
-    extract(manifest, tmp_path / "store", fe, use_ray=False, progress=False)
+    extract(manifest, tmp_path / "store", fe, runner="inline", progress=False)
     with pytest.raises(AudioclError, match="fits clips as waveforms"):
         embed_store(model, FeatureStore(tmp_path / "store"), [it.id for it in items])

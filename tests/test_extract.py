@@ -125,7 +125,7 @@ def test_fault_corpus_real_audio_read_back(tmp_path: Path, shared_dir: Path) -> 
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     good = [row for row in rows if row["id"].startswith("good/")]
     assert summary["done"] == len(good) and summary["failed"] == len(bad)
-    assert "extract -> store" in r.stderr  # the progress bar ran
+    assert "extract -> store: " in r.stderr  # the progress ran (plain lines: not a terminal)
 
     store = FeatureStore(out)
     assert sorted(store.ids()) == sorted(row["id"] for row in good)
@@ -254,6 +254,57 @@ def test_sigkill_at_five_seeded_points_then_resume_gives_identical_store(
     FeatureStore(out, verify=True)
 
 
+def test_ctrl_c_stops_the_workers_at_once_and_resume_completes(resume_corpus, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it)
+    once a shard is written: exit 130 with one line, within seconds, no worker
+    process left; --resume then gives the one-run store."""
+    _, manifest, ref_hash = resume_corpus
+    out = tmp_path / "store"
+    args = [*AUDIOCL, "extract", "--manifest", str(manifest), "--out", str(out), "--workers", "2",
+            "--shard-size", "8"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True,
+                            # a non-interactive parent may ignore SIGINT; a terminal's child does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and _done(out) < 1:
+            time.sleep(0.02)
+        assert proc.poll() is None and _done(out) < 13
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            _kill_session(proc.pid)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "audiocl extract: interrupted" and "Traceback" not in err
+    assert took < 8, took  # not the 10 s grace of a normal close
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if "audiocl.data.shard_pool" in _cmdline(p)
+            and _session_of(p) == str(proc.pid)]
+    _kill_session(proc.pid, timeout=0.5)
+    assert not left  # no worker process of the run is alive
+    r = cli("extract", "--manifest", str(manifest), "--out", str(out), "--workers", "2", "--shard-size", "8",
+            "--no-progress", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert content_hash(out) == ref_hash
+
+
+def _cmdline(p: Path) -> str:
+    try:
+        return p.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _session_of(cmdline: Path) -> str:
+    try:
+        return cmdline.with_name("stat").read_text().rsplit(")", 1)[1].split()[3]
+    except (OSError, IndexError):
+        return ""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -371,12 +422,12 @@ def test_concurrent_extraction_into_one_store_refused(tmp_path: Path, tiny_wav_f
     manifest = write_manifest(tmp_path / "m.jsonl", [{"id": "a", "path": str(wav)}])
     out = tmp_path / "store"
     cfg = get_preset("speech16k")
-    extract(manifest, out, cfg, use_ray=False, progress=False)
+    extract(manifest, out, cfg, runner="inline", progress=False)
     fd = os.open(out / ".lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
         with pytest.raises(AudioclError, match="another extraction is writing"):
-            extract(manifest, out, cfg, use_ray=False, progress=False, resume=True)
+            extract(manifest, out, cfg, runner="inline", progress=False, resume=True)
     finally:
         os.close(fd)
-    assert extract(manifest, out, cfg, use_ray=False, progress=False, resume=True)["done"] == 1
+    assert extract(manifest, out, cfg, runner="inline", progress=False, resume=True)["done"] == 1

@@ -5,7 +5,7 @@ Every case asserts the documented outcome (exit 2 and ONE line naming the file /
 line / field / shard, or the reason recorded in errors.jsonl), and that nothing was
 lost or silently changed (hash of every file of the store or folder, before and
 after). Stores are tiny: six real FSDD recordings, shards of two, extracted in
-process (``use_ray=False`` runs the same shard code as the Ray actors); the Ray
+process (``runner="inline"`` runs the same shard code as the Ray actors); the Ray
 paths are in tests/test_extract.py.
 """
 
@@ -80,7 +80,7 @@ def base_store(tmp_path_factory, fsdd_rows) -> Path:
     """A finished store: 6 items, 3 shards of 2 (speech16k log-mel, 80 mels)."""
     d = tmp_path_factory.mktemp("base")
     manifest = write_rows(d / "m.jsonl", fsdd_rows)
-    extract(manifest, d / "store", get_preset("speech16k"), shard_size=2, use_ray=False,
+    extract(manifest, d / "store", get_preset("speech16k"), shard_size=2, runner="inline",
             progress=False)
     return d / "store"
 
@@ -259,7 +259,7 @@ def test_edited_errors_jsonl_found(store: Path, tmp_path: Path, fsdd_rows, capsy
     # a store with one failed item, so errors.jsonl has a line to edit
     manifest = write_rows(tmp_path / "m.jsonl", fsdd_rows[:2] + [{"id": "gone", "path": "/nope.wav"}])
     out = tmp_path / "s2"
-    extract(manifest, out, get_preset("speech16k"), shard_size=2, use_ray=False, progress=False)
+    extract(manifest, out, get_preset("speech16k"), shard_size=2, runner="inline", progress=False)
     errs = out / "errors.jsonl"
     errs.write_text(errs.read_text().replace('"missing"', '"silent!"'))
     assert run_cli(capsys, "info", str(out))[0] == 0  # same size: cheap checks pass
@@ -279,7 +279,7 @@ def test_resume_with_other_manifest_changes_nothing(store: Path, fsdd_rows, tmp_
     before, chash = tree_hash(store), content_hash(store)
     with pytest.raises(AudioclError) as e:
         extract(manifest, store, get_preset("speech16k"), shard_size=2, resume=True,
-                use_ray=False, progress=False)
+                runner="inline", progress=False)
     msg = str(e.value)
     assert "\n" not in msg and "nothing was changed" in msg and str(store) in msg
     assert ("longer manifest" in msg) if change == "shorter" else ("shard-000001" in msg)
@@ -306,7 +306,7 @@ def test_truncated_dir_and_symlink_loop_get_their_reasons(tmp_path: Path, fsdd_r
     ]
     manifest = write_rows(tmp_path / "m.jsonl", rows)
     s = extract(manifest, tmp_path / "store", get_preset("speech16k"), shard_size=2,
-                use_ray=False, progress=False)
+                runner="inline", progress=False)
     assert s["done"] == 1
     assert s["failed_by_reason"] == {"missing": 1, "not_a_file": 1, "symlink_loop": 1,
                                      "truncated": 1}
@@ -355,7 +355,7 @@ def test_damaged_manifest_one_line_nothing_written(tmp_path: Path, fsdd_rows, ma
     one_line_error(err, *needles)
     out = tmp_path / "store"
     with pytest.raises(AudioclError) as e:
-        extract(manifest, out, get_preset("speech16k"), use_ray=False, progress=False)
+        extract(manifest, out, get_preset("speech16k"), runner="inline", progress=False)
     assert all(n in str(e.value) for n in needles)
     assert not out.exists()  # no half-made store
 
@@ -498,7 +498,7 @@ from audiocl.audio.frontend import get_preset
 from audiocl.data.extract import extract
 from audiocl.errors import AudioclError
 try:
-    extract(sys.argv[1], sys.argv[2], get_preset("speech16k"), shard_size=2, use_ray=False,
+    extract(sys.argv[1], sys.argv[2], get_preset("speech16k"), shard_size=2, runner="inline",
             progress=False, resume=len(sys.argv) > 3)
 except AudioclError as err:
     print(f"error: {err}", file=sys.stderr)
@@ -515,7 +515,7 @@ def test_extract_disk_full_leaves_no_partial_file_then_resumes(base_store: Path,
     args = [sys.executable, "-c", _EXTRACT, str(manifest), str(out)]
     if disk.mounted:  # a real full disk: in process (a child would spend ~15 s importing)
         with pytest.raises(AudioclError) as e:
-            extract(manifest, out, get_preset("speech16k"), shard_size=2, use_ray=False,
+            extract(manifest, out, get_preset("speech16k"), shard_size=2, runner="inline",
                     progress=False)
         r = subprocess.CompletedProcess(args, 2, "", f"error: {e.value}\n")
     else:
@@ -532,7 +532,7 @@ def test_extract_disk_full_leaves_no_partial_file_then_resumes(base_store: Path,
     assert not (out / "index.jsonl").exists()
     disk.grow()
     if disk.mounted:
-        extract(manifest, out, get_preset("speech16k"), shard_size=2, use_ray=False,
+        extract(manifest, out, get_preset("speech16k"), shard_size=2, runner="inline",
                 progress=False, resume=True)
     else:
         r = _run([*args, "--resume"], disk)

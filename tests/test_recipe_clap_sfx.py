@@ -330,9 +330,9 @@ def test_default_config_trains_from_frozen_extracted_features(shared_dir, tmp_pa
     man = tmp_path / "m.jsonl"
     man.write_text("".join(json.dumps(r) + "\n" for r in rows))
     store = tmp_path / "store"
-    extract(man, store, get_preset("aisfx"), shard_size=3, use_ray=False, progress=False)
+    extract(man, store, get_preset("aisfx"), shard_size=3, runner="inline", progress=False)
     model_yaml = RECIPE / "conf" / yaml.safe_load((RECIPE / "conf" / "train.yaml").read_text())["model"]
-    summary = extract_tower_features(store, model_yaml, "audio", use_ray=False)
+    summary = extract_tower_features(store, model_yaml, "audio", runner="inline")
     assert summary["computed_this_run"] == 6 and summary["key"].startswith("aisfx-")
 
     cfg = load_config(RECIPE / "conf" / "train.yaml", [

@@ -126,9 +126,9 @@ def test_tiny_train_and_zeroshot(corpus: Path, tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     store = tmp_path / "store"
-    # the recipe's front-end; in-process (use_ray=False: the same shard code, no Ray start-up)
+    # the recipe's front-end; in-process (runner="inline": the same shard code, no Ray start-up)
     extract(m / "all.jsonl", store, get_preset("speech16k", n_mels=64, clip_samples=24000),
-            workers=1, progress=False, use_ray=False)
+            workers=1, progress=False, runner="inline")
     exp = tmp_path / "exp"
     cfg = load_config(RECIPE / "conf" / "train.yaml", [
         f"data.store={store}", f"data.manifest={m / 'en' / 'train.jsonl'}",
@@ -168,7 +168,7 @@ def test_tiny_whisper_variant(corpus: Path, tmp_path: Path, monkeypatch: pytest.
     hf = tmp_path / "whisper_tiny_en"
     convert_whisper_ct2(default_whisper_ct2_dir(), hf, dtype="float16")
     store = tmp_path / "store"
-    extract(m / "all.jsonl", store, get_preset("whisper"), workers=1, progress=False, use_ray=False)
+    extract(m / "all.jsonl", store, get_preset("whisper"), workers=1, progress=False, runner="inline")
     exp = tmp_path / "exp"
     cfg = load_config(RECIPE / "conf" / "train_whisper.yaml", [
         f"data.store={store}", f"data.manifest={m / 'en' / 'train.jsonl'}",

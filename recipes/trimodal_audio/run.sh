@@ -13,14 +13,14 @@
 #   ./run.sh --force true             # redo the selected stages even if done before
 #   ./run.sh --seeds "0 1 2"          # more training seeds
 #
-# Stages: 0 Debian packages + corpus (espeak-ng, fluidsynth), 1 Ray feature
+# Stages: 0 Debian packages + corpus (espeak-ng, fluidsynth), 1 feature
 # extraction, 2 pooled clip features + linear-probe check, 3 tuple arrays +
 # structure check, 4 training, 5 evaluation, 6 RESULTS.md. Output: data/, exp/.
 set -euo pipefail
 
 stage=0
 stop_stage=6
-nj=2                       # Ray extraction workers, espeak-ng processes, parallel training runs
+nj=2                       # extraction workers, espeak-ng processes, parallel training runs
 seeds="0 1 2"              # training seeds of the main runs (tuples and clips are fixed)
 losses="symile gram pairwise"
 missing_prob=0.4           # per-modality drop probability of the missingness runs
@@ -149,7 +149,7 @@ stage6() {
 
 t_start=$(now_s)
 run_stage 0 "Debian packages, speech (espeak-ng) and note (fluidsynth) clips" stage0
-run_stage 1 "Ray feature extraction (speech16k; laion_clap at 16 kHz)" stage1
+run_stage 1 "feature extraction (speech16k; laion_clap at 16 kHz)" stage1
 run_stage 2 "pooled clip features and linear-probe check" stage2
 run_stage 3 "tuple arrays (higher-order and control tasks, missingness) and structure check" stage3
 run_stage 4 "training Symile, GRAM and pairwise CLIP" stage4

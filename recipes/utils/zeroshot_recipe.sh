@@ -55,7 +55,7 @@ t_start=$(now_s)
 # the manifest depends on the data only; everything after it on the model too
 done_dir="${data}/.done" run_stage 0 "${dataset} manifest from ${data_root}" zs_stage0
 if [ "${extract}" = true ]; then
-  run_stage 1 "feature store with the model's front-end (Ray)" zs_stage1
+  run_stage 1 "feature store with the model's front-end" zs_stage1
 fi
 run_stage 2 "zero-shot evaluation, ${n_folds}-fold protocol" zs_stage2
 run_stage 3 "results table" zs_stage3
