@@ -98,6 +98,24 @@ def beyond_spread(a: list[float], b: list[float]) -> bool | None:
     return abs(ma[0] - mb[0]) > ma[1] + mb[1]
 
 
+def added_wall_span(exp: Path, names: list[str]) -> tuple[float, int] | None:
+    """(seconds from the first variant training's start to the last eval file, trainings counted):
+    start = min over seeds of mtime(train_seconds) - train_seconds (stage 3's CLIP excluded)."""
+    starts, ends = [], []
+    for n in names:
+        if n == "clap_sfx":
+            ends += [p.stat().st_mtime for p in (exp / n).glob("seed*/eval/diagnostics_test.json")]
+            continue
+        for d in seed_dirs(exp, n):
+            secs = train_seconds(d)
+            if secs is not None:
+                starts.append((d / "train_seconds").stat().st_mtime - secs)
+            ends += [p.stat().st_mtime for p in (d / "eval").glob("*") if p.is_file()]
+    if not starts or not ends:
+        return None
+    return max(ends) - min(starts), len(starts)
+
+
 def write(data: Path, exp: Path, out: Path) -> str:
     from audiocl.plots import seed_bars
 
@@ -153,7 +171,8 @@ def write(data: Path, exp: Path, out: Path) -> str:
                     found.append(f"{VARIANTS[n][0]} {sign} on {label.split(' (')[0].split(' %')[0]} "
                                  f"({statistics.mean(xs):.3g} vs {statistics.mean(base):.3g})")
         L.append("Differences from CLIP larger than the seed spread (|Δ mean| > std + std_CLIP): "
-                 + ("; ".join(found) if found else "none") + ". Every other difference in the table is within it.\n")
+                 + ("; ".join(found) + ". Every other difference from CLIP in the table is within it.\n" if found
+                    else "none: every difference from CLIP in the table is within the seed spread.\n"))
     res_dir = out.parent / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
     plot_rows = ["held-out classes, zero-shot top-1 %", "test split (seen classes), zero-shot top-1 %",
@@ -201,6 +220,11 @@ def write(data: Path, exp: Path, out: Path) -> str:
             L.append(f"| {t.stage} | {t.name} | {t.seconds} | {t.load} |")
         L.append(f"\nAdded by the variants (stages 13-17): {sum(t.seconds for t in timings)} s wall on this "
                  "machine, shared with other jobs (a load above 2 means the stage got part of the two cores).\n")
+    span = added_wall_span(exp, present + compa)
+    if span is not None:
+        L.append(f"From the start of the first variant training to the last evaluation file written (stages 13-16, "
+                 f"partly side by side, measured from the files' times and `train_seconds`): {span[0]:.0f} s, "
+                 f"{span[1]} trainings.\n")
     L.append("| variant | seed | steps | best val loss (own objective) | training wall s |")
     L.append("|---|---|---|---|---|")
     for n in present + compa:
