@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stage_timings import read_timings  # noqa: E402
 from write_results import _json, _last_json_line, seed_dirs, train_seconds  # noqa: E402
 
 #: exp/<name> -> (short name, what it is)
@@ -96,24 +95,6 @@ def beyond_spread(a: list[float], b: list[float]) -> bool | None:
     if ma is None or mb is None:
         return None
     return abs(ma[0] - mb[0]) > ma[1] + mb[1]
-
-
-def added_wall_span(exp: Path, names: list[str]) -> tuple[float, int] | None:
-    """(seconds from the first variant training's start to the last eval file, trainings counted):
-    start = min over seeds of mtime(train_seconds) - train_seconds (stage 3's CLIP excluded)."""
-    starts, ends = [], []
-    for n in names:
-        if n == "clap_sfx":
-            ends += [p.stat().st_mtime for p in (exp / n).glob("seed*/eval/diagnostics_test.json")]
-            continue
-        for d in seed_dirs(exp, n):
-            secs = train_seconds(d)
-            if secs is not None:
-                starts.append((d / "train_seconds").stat().st_mtime - secs)
-            ends += [p.stat().st_mtime for p in (d / "eval").glob("*") if p.is_file()]
-    if not starts or not ends:
-        return None
-    return max(ends) - min(starts), len(starts)
 
 
 def write(data: Path, exp: Path, out: Path) -> str:
@@ -212,19 +193,23 @@ def write(data: Path, exp: Path, out: Path) -> str:
                      + ("; ".join(found) if found else "none") + ".\n")
 
     L.append("## Wall time\n")
-    timings = [t for t in read_timings(exp / "clap_sfx" / "timings.tsv") if 13 <= t.stage <= 17]
-    if timings:
+    # every row of stages 13-17, not only each stage's latest: the variants may be run in several
+    # invocations (--loss-variants, --seeds), each appending its own row
+    tsv = exp / "clap_sfx" / "timings.tsv"
+    rows = [r.split("\t") for r in tsv.read_text().splitlines()] if tsv.is_file() else []
+    rows = [r for r in rows if len(r) == 4 and r[0].isdigit() and 13 <= int(r[0]) <= 17]
+    if rows:
+        L.append("Each `run.sh` invocation of stages 13-17, in order (`exp/clap_sfx/timings.tsv`):\n")
         L.append("| stage | what | seconds | load average at the end (2 cores) |")
         L.append("|---|---|---|---|")
-        for t in timings:
-            L.append(f"| {t.stage} | {t.name} | {t.seconds} | {t.load} |")
-        L.append(f"\nAdded by the variants (stages 13-17): {sum(t.seconds for t in timings)} s wall on this "
-                 "machine, shared with other jobs (a load above 2 means the stage got part of the two cores).\n")
-    span = added_wall_span(exp, present + compa)
-    if span is not None:
-        L.append(f"From the start of the first variant training to the last evaluation file written (stages 13-16, "
-                 f"partly side by side, measured from the files' times and `train_seconds`): {span[0]:.0f} s, "
-                 f"{span[1]} trainings.\n")
+        for r in rows:
+            L.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |")
+        L.append("\nThe machine was shared with other jobs; a load above 2 means a stage got part of the two "
+                 "cores, so these are upper bounds.\n")
+    secs = [t for n in present + compa if n != "clap_sfx" for d in seed_dirs(exp, n) if (t := train_seconds(d))]
+    if secs:
+        L.append(f"The {len(secs)} trainings of stages 13 and 16 took {sum(secs):.0f} s wall together "
+                 "(each one's `train_seconds`, below; some ran side by side).\n")
     L.append("| variant | seed | steps | best val loss (own objective) | training wall s |")
     L.append("|---|---|---|---|---|")
     for n in present + compa:
