@@ -37,6 +37,7 @@ __all__ = [
     "group_bars",
     "projection",
     "recall_curves",
+    "seed_bars",
     "training_curves",
 ]
 
@@ -326,6 +327,45 @@ def group_bars(
         ax.grid(alpha=0.3, axis="y")
         if len(metrics) > 1:
             ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def seed_bars(
+    runs: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | os.PathLike,
+    metrics: Sequence[str],
+    title: str = "",
+    chance: Mapping[str, float] | None = None,
+) -> Path | None:
+    """One panel per metric: a bar per run (variant) at the mean over its seeds, an
+    error bar of one sample std (n - 1), and each seed's value as a dot.
+    ``runs = {variant: {metric: [value per seed]}}``; ``chance`` (per metric) is
+    drawn as a dotted line. None when no run has any of the metrics."""
+    metrics = [m for m in metrics if any(runs[r].get(m) for r in runs)]
+    if not metrics:
+        return None
+    import statistics
+
+    names = list(runs)
+    fig = _figure(max(4.0, 0.55 * len(names) + 1.5) * min(len(metrics), 3), 3.4 * -(-len(metrics) // 3))
+    axes = fig.subplots(-(-len(metrics) // 3), min(len(metrics), 3), squeeze=False).ravel()
+    for ax, m in zip(axes, metrics):
+        for i, r in enumerate(names):
+            vals = list(runs[r].get(m) or [])
+            if not vals:
+                continue
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            ax.bar(i, statistics.mean(vals), yerr=sd, capsize=3, color=f"C{i % 10}", alpha=0.7)
+            ax.plot([i] * len(vals), vals, "k.", ms=4)
+        if chance and m in chance:
+            ax.axhline(chance[m], color="k", ls=":", lw=1)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(m, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)

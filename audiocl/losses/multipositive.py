@@ -68,6 +68,9 @@ class MultiPositiveLoss(nn.Module):
     The batch gives ``batch["text_owner"]``: LongTensor [N_t], for each caption
     the (local) row of the item it describes. Over ranks, owners are shifted by
     each rank's offset before gathering, so the mask is the global one.
+    Or it gives the mask itself, ``batch["text_positives"]`` bool [N_a, N_t]
+    (``data.caption_sampling: all``: a caption string several items share is a
+    positive of each); single process only.
     """
 
     def __init__(self, modalities: Sequence[str] = ("audio", "text"), mode: str = "out"):
@@ -80,6 +83,11 @@ class MultiPositiveLoss(nn.Module):
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> Tensor:
         x, y = get_embeddings(outputs, self.modalities, same_shape=False)
+        if batch is not None and "text_positives" in batch:
+            if D.is_distributed():
+                raise AudioclError("multipositive: batch['text_positives'] is single-process; give text_owner")
+            pos = torch.as_tensor(batch["text_positives"], device=x.device)
+            return multipositive_loss(x, y, pos, get_logit_scale(outputs), self.mode)
         if batch is None or "text_owner" not in batch:
             raise AudioclError("the multipositive loss needs batch['text_owner'] (caption -> item row)")
         owner = torch.as_tensor(batch["text_owner"], device=x.device, dtype=torch.long)

@@ -114,7 +114,15 @@ class DataConfig(StrictModel):
     length_policy: str = "repeatpad"
     val_length_policy: str = "repeatpad"
     text_field: str = "texts"
-    caption_sampling: Literal["random", "first"] = "random"
+    # one caption per item ("random" of its captions, or the "first"), or "all": every
+    # caption of the batch's items, each distinct string once, with batch["text_positives"]
+    # [items, captions] marking which items it describes (for the multipositive loss;
+    # validation then uses "all" too)
+    caption_sampling: Literal["random", "first", "all"] = "random"
+    # K > 0: each item's captions are the block [positive, neg_1 .. neg_K], the negatives
+    # from the manifest field `hard_negatives` (fewer are padded and masked in
+    # batch["hard_negative_mask"]), for the hardneg loss with num_negatives: K
+    hard_negatives: int = Field(0, ge=0, description="hard-negative captions per item (loss hardneg)")
     # tower name -> batch field ("features" for log-mels, the text field for text)
     inputs: dict[str, str] = Field(default_factory=lambda: {"audio": "features", "text": "texts"})
     shuffle: bool = True
@@ -136,6 +144,15 @@ class DataConfig(StrictModel):
     # in the store route's batch order; on_missing says what an item that fails to decode does
     stream_manifest: str | None = None
     val_stream_manifest: str | None = None
+
+    @model_validator(mode="after")
+    def _caption_blocks(self) -> DataConfig:
+        # both change how many captions a batch has, which micro-batch slicing cannot follow
+        if self.hard_negatives and self.caption_sampling == "all":
+            raise ValueError("data.hard_negatives and data.caption_sampling=all exclude each other")
+        if (self.hard_negatives or self.caption_sampling == "all") and self.micro_batch_size:
+            raise ValueError("data.hard_negatives / data.caption_sampling=all do not work with data.micro_batch_size")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -47,6 +47,16 @@ class Components:
 def build_loss_from_config(cfg: TrainingConfig) -> nn.Module:
     from audiocl.losses import CombinedLoss, build_loss
 
+    terms = cfg.loss.terms or [cfg.loss]
+    for t in terms:
+        # the data lays captions out for the loss: refuse a layout the loss would misread
+        if t.name == "hardneg" and int(t.kwargs.get("num_negatives", 1)) != cfg.data.hard_negatives:
+            raise AudioclError(
+                f"loss hardneg num_negatives={t.kwargs.get('num_negatives', 1)} needs "
+                f"data.hard_negatives={t.kwargs.get('num_negatives', 1)} (it is {cfg.data.hard_negatives})"
+            )
+        if t.name == "multipositive" and cfg.data.caption_sampling != "all":
+            raise AudioclError("loss multipositive needs data.caption_sampling=all (every caption of an item)")
     if cfg.loss.terms:
         return CombinedLoss([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
     return build_loss(cfg.loss.name, **cfg.loss.kwargs)
@@ -68,20 +78,63 @@ class ModelInputs:
     """Maps a collated batch to the model's input dict using ``data.inputs``.
 
     ``features`` fields also pass their ``lengths``; list-of-caption fields
-    get one caption per item (random with the batch's generator, or the first).
+    get one caption per item (random with the batch's generator, or the first),
+    or, with ``sampling="all"``, every distinct caption of the batch once, and
+    ``batch["text_positives"]`` (bool [items, captions]: caption j is one of
+    item i's) is added for the multipositive loss. With ``hard_negatives=K``
+    each item gives the block ``[its caption, *item["hard_negatives"][:K]]``
+    (a shorter list is padded with the positive) and ``batch["hard_negative_mask"]``
+    (bool [items, 1+K], False on padding) is added for the hardneg loss.
     """
 
     def __init__(
-        self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str, *, pass_ids: bool = False
+        self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str, *, pass_ids: bool = False,
+        hard_negatives: int = 0,
     ) -> None:
         self.mapping, self.keys, self.sampling = dict(mapping), dict(input_keys), sampling
         # ids key a frozen tower's embedding cache; only sound when an item's
         # features are the same every epoch (no random crop)
         self.pass_ids = pass_ids
+        self.hard_negatives = hard_negatives
 
-    def __call__(self, batch: dict[str, Any], batch_key: tuple[int, int, int]) -> dict[str, Any]:
+    def _captions(self, batch: dict[str, Any], field: str, tower: str, batch_key: tuple[int, int, int]) -> list[str]:
+        import torch
+
         from audiocl.train.data import item_rng
 
+        value = batch[field]
+        ids = batch.get("ids", [None] * len(value))
+        for item_id, caps in zip(ids, value):
+            if not caps:
+                raise AudioclError(f"item {item_id!r} has no '{field}' for tower '{tower}'")
+        if self.sampling == "all":
+            distinct = list(dict.fromkeys(str(c) for caps in value for c in caps))
+            col = {c: j for j, c in enumerate(distinct)}
+            pos = torch.zeros(len(value), len(distinct), dtype=torch.bool)
+            for i, caps in enumerate(value):
+                pos[i, [col[str(c)] for c in caps]] = True
+            batch["text_positives"] = pos
+            return distinct
+        picked = []
+        for item_id, caps in zip(ids, value):
+            j = int(item_rng(batch_key, item_id).integers(len(caps))) if self.sampling == "random" else 0
+            picked.append(str(caps[j]))
+        if not self.hard_negatives:
+            return picked
+        K = self.hard_negatives
+        if "hard_negatives" not in batch:
+            raise AudioclError("data.hard_negatives: the batch has no field 'hard_negatives' (a manifest field)")
+        blocks, mask = [], torch.zeros(len(picked), 1 + K, dtype=torch.bool)
+        for i, (item_id, pos_cap, negs) in enumerate(zip(ids, picked, batch["hard_negatives"])):
+            negs = [str(n) for n in (negs or [])][:K]
+            if not negs:
+                raise AudioclError(f"item {item_id!r} has no 'hard_negatives' (data.hard_negatives={K})")
+            blocks += [pos_cap, *negs, *[pos_cap] * (K - len(negs))]
+            mask[i, : 1 + len(negs)] = True
+        batch["hard_negative_mask"] = mask
+        return blocks
+
+    def __call__(self, batch: dict[str, Any], batch_key: tuple[int, int, int]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for tower, field in self.mapping.items():
             key = self.keys.get(tower, tower)
@@ -89,13 +142,7 @@ class ModelInputs:
                 raise AudioclError(f"data.inputs.{tower}: the batch has no field '{field}' (has {sorted(batch)})")
             value = batch[field]
             if isinstance(value, list) and value and isinstance(value[0], (list, tuple)):
-                picked = []
-                for item_id, caps in zip(batch.get("ids", [None] * len(value)), value):
-                    if not caps:
-                        raise AudioclError(f"item {item_id!r} has no '{field}' for tower '{tower}'")
-                    j = int(item_rng(batch_key, item_id).integers(len(caps))) if self.sampling == "random" else 0
-                    picked.append(str(caps[j]))
-                value = picked
+                value = self._captions(batch, field, tower, batch_key)
             out[key] = value
             if field == "features" and "lengths" in batch:
                 out[f"{key}_lengths"] = batch["lengths"]
@@ -104,10 +151,15 @@ class ModelInputs:
         return out
 
 
+def _val_sampling(cfg: TrainingConfig, val: bool) -> str:
+    """Validation takes each item's first caption, except under ``all`` (the loss needs every one)."""
+    return "first" if val and cfg.data.caption_sampling != "all" else cfg.data.caption_sampling
+
+
 def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dict[str, str], *, val: bool) -> TrainData:
     from audiocl.data.loader import FeatureDataset, ShardShuffleSampler
 
-    ds = FeatureDataset(store, manifest)
+    ds = FeatureDataset(store, manifest, fields=("hard_negatives",) if cfg.data.hard_negatives else ())
     if len(ds) == 0:
         raise AudioclError(f"no items in store {store}" + (f" joined with {manifest}" if manifest else ""))
     if manifest is not None and ds.missing:
@@ -127,8 +179,8 @@ def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dic
         dataset=ds,
         collate=FeatureCollate(cfg.data.max_frames, policy),
         to_inputs=ModelInputs(
-            cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling,
-            pass_ids="rand" not in policy,
+            cfg.data.inputs, input_keys, _val_sampling(cfg, val),
+            pass_ids="rand" not in policy, hard_negatives=cfg.data.hard_negatives,
         ),  # fmt: skip
         order=order,
     )
@@ -261,7 +313,7 @@ def _stream_data(cfg: TrainingConfig, pattern: str, frontend: Any, input_keys: d
         dataset=source,
         collate=StreamCollate(frontend, cfg.data.max_frames, policy),
         to_inputs=ModelInputs(
-            cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling,
+            cfg.data.inputs, input_keys, _val_sampling(cfg, val),
             pass_ids="rand" not in policy,
         ),  # fmt: skip
         stream=source,
@@ -282,7 +334,7 @@ def _manifest_stream_data(
         dataset=ManifestAudio(path, frontend, field),
         collate=ManifestCollate(frontend, cfg.data.max_frames, policy),
         to_inputs=ModelInputs(
-            cfg.data.inputs, input_keys, "first" if val else cfg.data.caption_sampling,
+            cfg.data.inputs, input_keys, _val_sampling(cfg, val),
             pass_ids="rand" not in policy,
         ),  # fmt: skip
         prepare=ManifestFeatures(frontend, field, path, cfg.data.on_missing),

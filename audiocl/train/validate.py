@@ -108,7 +108,9 @@ def validate(
         dist.all_reduce(stats)
     metrics["val_loss"] = float(stats[0] / max(stats[1], 1))
     names = list(embs)
-    if len(names) >= 2:
+    # R@1 pairs row i with row i: not when the captions come in blocks or sets
+    # (data.hard_negatives, data.caption_sampling=all)
+    if len(names) >= 2 and len({sum(x.shape[0] for x in v) for v in embs.values()}) == 1:
         local = {k: torch.cat(v) for k, v in embs.items()}
         if distributed:
             gathered: list[Any] = [None] * world

@@ -18,6 +18,10 @@
 #   8     validation of both pretrained candidates (the val split only: what chose aisfx)
 #   9-11  the from-scratch CNN10 model (train_scratch.yaml): extract, train, evaluate
 #   12    RESULTS.md with the comparisons
+#   13-14 the loss variants (conf/train_loss_*.yaml: SigLIP, DCL, multi-positive, CLIP +
+#         alignment/uniformity, CWCL; CLIP is stage 3's model): train, evaluate, diagnostics
+#   15-16 the CompA-style compositional test: two-event clips + their store, CLIP vs hard negatives
+#   17    RESULTS_losses.md (./run.sh --stage 13 --stop-stage 17, after stages 0-4)
 # Everything lands in data/ and exp/.
 set -euo pipefail
 
@@ -33,7 +37,9 @@ scratch_args=""            # the same for the from-scratch model
 esc50_root=../../../shared/data/esc50-sample   # used for an extra zero-shot test when present
 force=false
 python=python
-_recipe_options="stage stop_stage nj seeds train_config whisper_config scratch_config train_args scratch_args esc50_root force python"
+loss_variants="siglip dcl multipos clip_au cwcl"   # stages 13-14: conf/train_loss_<name>.yaml
+jobs=1                     # stages 13, 14, 16: variants trained / evaluated side by side
+_recipe_options="stage stop_stage nj seeds train_config whisper_config scratch_config train_args scratch_args esc50_root force python loss_variants jobs"
 
 cd "$(dirname "$0")"
 . ../utils/common.sh
@@ -103,7 +109,7 @@ extract() {
   rm -rf "${store}"
   local tower_args=()
   [ -n "${model_config}" ] && tower_args=(--frozen-tower audio --model-config "${model_config}")
-  audiocl extract --manifest "${data}/manifests/all.jsonl" --out "${store}" "$@" "${tower_args[@]}" \
+  audiocl extract --manifest "${extract_manifest:-${data}/manifests/all.jsonl}" --out "${store}" "$@" "${tower_args[@]}" \
     --workers "${nj}" --no-progress --json | tail -n 1 | tee "${summary}"
 }
 
@@ -219,8 +225,82 @@ stage11() {
   validate scratch "${data}/store_scratch"
 }
 
+# side_by_side CMD ARG...: CMD ARG for each ARG, at most --jobs at a time; fails if one fails.
+side_by_side() {
+  local cmd=$1 a running=0
+  shift
+  for a in "$@"; do
+    if [ "${running}" -ge "${jobs}" ]; then wait -n; running=$((running - 1)); fi
+    "${cmd}" "${a}" &
+    running=$((running + 1))
+  done
+  while [ "${running}" -gt 0 ]; do wait -n; running=$((running - 1)); done
+}
+
+# The loss variants (stages 13-14): exp/loss_<name>, one conf each; CLIP is exp/clap_sfx.
+train_loss_variant() {
+  # shellcheck disable=SC2086
+  train_seeds "loss_$1" "conf/train_loss_$1.yaml" ${train_args}
+}
+
+stage13() {
+  # shellcheck disable=SC2086
+  side_by_side train_loss_variant ${loss_variants}
+}
+
+# diagnose NAME STORE: modality gap, alignment, uniformity of each seed's model on the test split.
+diagnose() {
+  local name=$1 store=$2 s
+  local out
+  for s in ${seeds}; do
+    out=exp/${name}/seed${s}/eval/diagnostics_test.json
+    # already made from this model (stage 14 run again for other variants)
+    [ "${out}" -nt "exp/${name}/seed${s}/train/model/model.safetensors" ] && [ "${force}" != true ] && continue
+    audiocl eval diagnostics --model "exp/${name}/seed${s}/train/model" --manifest "${data}/manifests/test.jsonl" \
+      --store "${store}" --out "${out}"
+  done
+}
+
+eval_loss_variant() {
+  if [ "$1" = clip ]; then
+    diagnose clap_sfx "${data}/store_aisfx"   # stage 4 evaluated it
+  else
+    evaluate "loss_$1" "${data}/store_aisfx"
+    diagnose "loss_$1" "${data}/store_aisfx"
+  fi
+}
+
+stage14() {
+  # shellcheck disable=SC2086
+  side_by_side eval_loss_variant clip ${loss_variants}
+}
+
+stage15() {
+  ${python} local/build_compositions.py --manifests "${data}/manifests" --out "${data}/compa"
+  extract_manifest=${data}/compa/all.jsonl extract "${data}/store_compa" conf/model_aisfx.yaml \
+    exp/compa_clip/extract_summary.json --preset aisfx
+}
+
+compa_variant() {
+  local v=$1 s
+  # shellcheck disable=SC2086
+  train_seeds "compa_${v}" "conf/train_compa_${v}.yaml" ${train_args}
+  for s in ${seeds}; do
+    mkdir -p "exp/compa_${v}/seed${s}/eval"
+    ${python} local/eval_compositional.py --model "exp/compa_${v}/seed${s}/train/model" \
+      --manifest "${data}/compa/test.jsonl" --store "${data}/store_compa" \
+      --out "exp/compa_${v}/seed${s}/eval/caption_choice_test.json"
+  done
+}
+
+stage16() { side_by_side compa_variant clip hardneg; }
+
+stage17() {
+  ${python} local/write_loss_results.py --data "${data}" --exp exp --out RESULTS_losses.md
+}
+
 cmdline="./run.sh $*"  # as run from the recipe folder, however it was started
-mkdir -p exp/whisper exp/scratch
+mkdir -p exp/whisper exp/scratch exp/compa_clip
 t_start=$(now_s)
 run_stage 0 "Debian sound packages and the audio-text corpus" stage0
 run_stage 1 "train/val/test/zeroshot manifests" stage1
@@ -235,6 +315,11 @@ run_stage 9 "Ray feature extraction for the from-scratch model (16 kHz, 64 mels)
 run_stage 10 "training the from-scratch CLAP (CNN10-tiny audio, frozen MiniLM text)" stage10
 run_stage 11 "evaluation of the from-scratch model" stage11
 run_stage 12 "RESULTS.md (with the comparisons)" stage5
+run_stage 13 "training the loss variants (${loss_variants}), seeds ${seeds}" stage13
+run_stage 14 "evaluation and diagnostics of the loss variants" stage14
+run_stage 15 "two-event clips (compositional test) + their Ray extraction" stage15
+run_stage 16 "compositional test: CLIP vs hard-negative training, caption choice" stage16
+run_stage 17 "RESULTS_losses.md" stage17
 
 log "all selected stages finished in $(( $(now_s) - t_start )) s"
 log "model:   $(pwd)/exp/clap_sfx/seed0/train/model   (try: audiocl eval zeroshot --model $(pwd)/exp/clap_sfx/seed0/train/model ...)"
