@@ -82,18 +82,31 @@ run_stage() {
     log "stage ${n} (${name}): done before, skipped (remove ${done_dir}/stage${n}.done to redo)"
     return 0
   fi
-  log "stage ${n}: ${name}"
+  # On a terminal a line when the stage starts and one when it ends; in a log file
+  # (stderr not a terminal) one line per stage, when it ends, and if a command of
+  # the stage fails (set -e exits), the EXIT trap still says which stage it was.
+  if [ -t 2 ]; then
+    log "stage ${n}: ${name}"
+  else
+    _stage_running="stage ${n}: ${name}"
+    trap '[ -z "${_stage_running:-}" ] || log "${_stage_running}: failed (exit $?)"' EXIT
+  fi
   local t0 dt
   t0=$(now_s)
   "$@"
   dt=$(( $(now_s) - t0 ))
+  _stage_running=
   if [ -n "${stage_timings:-}" ]; then
     # the 1-minute load average says how shared the machine was while the stage ran
     printf '%s\t%s\t%s\t%s\n' "${n}" "${name}" "${dt}" "$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo -)" \
       >> "${stage_timings}"
   fi
   mark_done "stage${n}"
-  log "stage ${n}: finished in ${dt} s"
+  if [ -t 2 ]; then
+    log "stage ${n}: finished in ${dt} s"
+  else
+    log "stage ${n}: ${name}: finished in ${dt} s"
+  fi
 }
 
 # The audiocl CLI on PATH (the repository's .venv, made by `make install`, when no
