@@ -370,6 +370,9 @@ def extract(
                 pool.run([{"shard": t["shard"], "spec": t["spec"], "spec_hash": t["spec_hash"]}
                           for t in todo], record,
                          what="extraction", retry="fix the cause and run again with --resume")
+                ready = getattr(pool, "ready_at", None)  # worker processes report it; Ray does not
+                if ready:
+                    timing["workers_ready"] = max(ready) - t0
             bar.close()
         except BaseException as err:
             # the pool sees the error (Ctrl-C, a failed shard): its workers are stopped at once
@@ -410,10 +413,11 @@ def extract(
             "workers": 1 if runner == "inline" else int(workers),
             "start_seconds": round(timing.get("start", 0.0), 3),
             "extract_seconds": round(wall_work, 3),
-            # seconds: the pool's creation (Ray's start, if Ray), then from the call to
-            # the first and last shard written; and the teardown (workers, Ray)
+            # seconds: the pool's creation (Ray's start, if Ray); from the call to every
+            # worker process built (0 under Ray), the first and the last shard written;
+            # and the teardown (workers, Ray)
             "phases_seconds": {k: round(timing.get(k, 0.0), 3)
-                               for k in ("start", "first_shard", "last_shard", "teardown")},
+                               for k in ("start", "workers_ready", "first_shard", "last_shard", "teardown")},
             "wall_seconds": round(time.perf_counter() - t0, 3),
             "clips_per_second": round(done_now / wall_work, 2) if wall_work > 0 and done_now else 0.0,
             # from the first shard begun to the last one written: the pipeline's rate
