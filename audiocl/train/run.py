@@ -48,6 +48,11 @@ def build_loss_from_config(cfg: TrainingConfig) -> nn.Module:
     from audiocl.losses import CombinedLoss, build_loss
 
     terms = cfg.loss.terms or [cfg.loss]
+    # built first: a mistake in the loss's own arguments is named before the data layout
+    if cfg.loss.terms:
+        loss: nn.Module = CombinedLoss([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
+    else:
+        loss = build_loss(cfg.loss.name, **cfg.loss.kwargs)
     for t in terms:
         # the data lays captions out for the loss: refuse a layout the loss would misread
         if t.name == "hardneg" and int(t.kwargs.get("num_negatives", 1)) != cfg.data.hard_negatives:
@@ -57,9 +62,7 @@ def build_loss_from_config(cfg: TrainingConfig) -> nn.Module:
             )
         if t.name == "multipositive" and cfg.data.caption_sampling != "all":
             raise AudioclError("loss multipositive needs data.caption_sampling=all (every caption of an item)")
-    if cfg.loss.terms:
-        return CombinedLoss([(t.name, t.weight, build_loss(t.name, **t.kwargs)) for t in cfg.loss.terms])
-    return build_loss(cfg.loss.name, **cfg.loss.kwargs)
+    return loss
 
 
 class FeatureCollate:
