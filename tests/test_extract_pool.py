@@ -100,7 +100,7 @@ def test_pool_gives_the_in_process_bytes(manifest: Path, tmp_path: Path, runner:
 
 
 WORKERS = textwrap.dedent('''
-    import os, signal
+    import os, signal, sys
     import numpy as np
 
     class Counting:
@@ -116,6 +116,7 @@ WORKERS = textwrap.dedent('''
     class DiesOnShard1(Counting):
         def __call__(self, batch):
             if int(batch["shard"][0]) == 1:
+                print("about to die", file=sys.stderr, flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
             return super().__call__(batch)
 
@@ -149,8 +150,9 @@ def test_process_pool_ticks_per_item_before_each_result(workers_module) -> None:
         assert len(ticks) == n and max(ticks) < events.index(next(e for e in results if e[1] == s))
 
 
-def test_dead_or_unstartable_worker_is_one_line(workers_module) -> None:
-    pool = ProcessShardPool(workers_module.DiesOnShard1, {}, 1)
+def test_dead_or_unstartable_worker_is_one_line(workers_module, tmp_path: Path) -> None:
+    log = tmp_path / "workers.log"  # the children's stderr, quoted in the error
+    pool = ProcessShardPool(workers_module.DiesOnShard1, {}, 1, log_path=log)
     try:
         with pytest.raises(AudioclError) as err:
             pool.run([{"shard": 0, "n": 1}, {"shard": 1, "n": 1}], lambda r: None,
@@ -159,6 +161,7 @@ def test_dead_or_unstartable_worker_is_one_line(workers_module) -> None:
         pool.close()
     msg = str(err.value)
     assert "\n" not in msg and "killed by SIGKILL while working on shard 1" in msg
+    assert f"its last output line: 'about to die'; all in {log})" in msg
     assert msg.endswith("finished shards are kept: run again with --resume")
 
     with pytest.raises(AudioclError, match=r"could not start: FileNotFoundError: no such store: /nowhere$"):

@@ -360,7 +360,9 @@ def extract(
                 try:
                     pool = pool_stack.enter_context(shard_pool(
                         ShardWorker, {"store_dir": str(out)}, min(int(workers), len(todo)),
-                        runner=runner, address=address, on_tick=bar.tick, timing=timing))
+                        runner=runner, address=address, on_tick=bar.tick, timing=timing,
+                        # kept if the run fails (with the rest of .work), removed with it otherwise
+                        log_path=work / "workers.log"))
                 except AudioclError:
                     # Ray could not start or be joined: a store this run created and
                     # that holds no finished shard is removed

@@ -129,10 +129,14 @@ class ProcessShardPool:
     """
 
     def __init__(self, worker: type, kwargs: dict[str, Any], workers: int,
-                 on_tick: Tick | None = None) -> None:
+                 on_tick: Tick | None = None, log_path: Path | None = None) -> None:
         import audiocl
 
         self.workers = max(1, int(workers))
+        # the children's stderr (a decoder library's warnings, a crash's traceback)
+        # goes to log_path when given, as Ray kept its actors' output off the terminal
+        self.log_path = log_path
+        self.log = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 (closed in close())
         self.on_tick = on_tick
         self.ready_at: list[float] = []  # perf_counter() of each child's "ready"
         root = str(Path(audiocl.__file__).resolve().parent.parent)
@@ -146,7 +150,7 @@ class ProcessShardPool:
         try:
             for i in range(self.workers):
                 p = subprocess.Popen([sys.executable, "-m", "audiocl.data.shard_pool"], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
                 self.procs.append(p)
                 assert p.stdin is not None and p.stdout is not None
                 p.stdin.write(spec)
@@ -197,8 +201,8 @@ class ProcessShardPool:
                 if i in busy:
                     raise AudioclError(
                         f"{what} failed: worker process {self.procs[i].pid} "
-                        f"{_exit_text(self.procs[i])} while working on shard {busy[i]['shard']}; "
-                        f"finished shards are kept: {retry}")
+                        f"{_exit_text(self.procs[i])} while working on shard {busy[i]['shard']}"
+                        f"{self._last_output()}; finished shards are kept: {retry}")
                 continue
             kind = msg[0]
             if kind == "ready":
@@ -212,6 +216,17 @@ class ProcessShardPool:
                 record(_first_row(msg[1]))
             elif kind == "init_error":
                 raise AudioclError(f"{what} failed: a worker process could not start: {msg[1]}")
+
+    def _last_output(self) -> str:
+        """`` (its last output line: ...; all in LOG)`` when the children log to a file."""
+        if self.log_path is None:
+            return ""
+        try:
+            lines = [ln for ln in Path(self.log_path).read_text("utf-8", "replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        last = f"its last output line: {lines[-1].strip()[:200]!r}; " if lines else ""
+        return f" ({last}all in {self.log_path})"
 
     def close(self, abort: bool = False) -> None:
         """Stop the children: ``None`` to each, then a few seconds' grace, then kill;
@@ -241,6 +256,9 @@ class ProcessShardPool:
             if p.stdout is not None:
                 p.stdout.close()
         self.procs = []
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 def _exit_text(p: subprocess.Popen[bytes]) -> str:
@@ -416,12 +434,14 @@ def shard_pool(
     address: str | None = None,
     on_tick: Tick | None = None,
     timing: dict[str, float] | None = None,
+    log_path: Path | None = None,
 ) -> Iterator[ShardPool]:
     """The pool ``runner`` names (see the module docstring), with ``workers`` workers
     built from ``worker(**kwargs)``; closed on exit (and Ray stopped if this call
     started it). ``timing["start"]`` gets the seconds the pool took to be created
     (for Ray: starting or joining it); ``on_tick(shard, n)`` is called as workers
-    finish items (processes and inline only)."""
+    finish items (processes and inline only); ``log_path``: where worker processes'
+    stderr goes (default: this process's stderr)."""
     from audiocl.ray_init import start_ray, stop_ray
 
     runner = resolve_runner(runner, address)
@@ -436,7 +456,7 @@ def shard_pool(
                 workers = max(1, cpus)
             pool = ShardActorPool(worker, kwargs, workers)
         elif runner == "processes":
-            pool = ProcessShardPool(worker, kwargs, workers, on_tick=on_tick)
+            pool = ProcessShardPool(worker, kwargs, workers, on_tick=on_tick, log_path=log_path)
         else:
             pool = InlineShardPool(worker, kwargs, on_tick=on_tick)
         if timing is not None:
