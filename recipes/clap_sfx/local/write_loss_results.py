@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from write_results import _json, _last_json_line, seed_dirs, train_seconds  # noqa: E402
+from write_results import _json, _last_json_line, mean_std, seed_dirs, train_seconds  # noqa: E402
 
 #: exp/<name> -> (short name, what it is)
 VARIANTS = {
@@ -76,22 +76,20 @@ def values(exp: Path, name: str, rel: str, keys: tuple[str, ...], scale: float) 
     return out
 
 
-def _ms(xs: list[float], digits: int) -> tuple[float, float] | None:
+def _ms(xs: list[float]) -> tuple[float, float] | None:
     if len(xs) < 2:
         return None
     return statistics.mean(xs), statistics.stdev(xs)
 
 
 def cell(xs: list[float], digits: int) -> str:
-    if not xs:
-        return "-"
-    per = " / ".join(f"{x:.{digits}f}" for x in xs)
-    ms = _ms(xs, digits)
-    return f"{xs[0]:.{digits}f} (1 seed)" if ms is None else f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f} ({per})"
+    """write_results.mean_std, then the per-seed values."""
+    text = mean_std(xs, digits)
+    return text + " (" + " / ".join(f"{x:.{digits}f}" for x in xs) + ")" if len(xs) > 1 else text
 
 
 def beyond_spread(a: list[float], b: list[float]) -> bool | None:
-    ma, mb = _ms(a, 3), _ms(b, 3)
+    ma, mb = _ms(a), _ms(b)
     if ma is None or mb is None:
         return None
     return abs(ma[0] - mb[0]) > ma[1] + mb[1]
