@@ -95,16 +95,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     _out_arg(p)
 
+    p = sub.add_parser("speed", help="CPU ms per clip of models' audio side (front-end, tower), side by side")
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]FOLDER",
+                   help="a model folder; repeat for several (timed in turn, in this process)")
+    p.add_argument("--manifest", required=True, help="JSONL manifest; its first --clips items are timed")
+    p.add_argument("--split", default=None, help="use only items of this split")
+    p.add_argument("--clips", type=int, default=32, help="clips timed (default 32)")
+    p.add_argument("--baseline", default=None, metavar="NAME", help="report each model's times over this one's")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="passes over the clips per model; the median is kept")
+    _out_arg(p)
+
     p = sub.add_parser("diagnostics", help="modality gap, alignment, uniformity, 2-D projection plot")
     _emb_args(p)
     p.add_argument("--towers", nargs="+", default=None)
     _out_arg(p)
 
 
+def _named_models(pairs: list[str]) -> dict[str, str]:
+    """``NAME=FOLDER`` or ``FOLDER`` (named by the folder) for ``eval speed --model``."""
+    from pathlib import Path
+
+    from audiocl.errors import AudioclError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep:
+            name, folder = Path(pair).name or pair, pair
+        if not name or not folder:
+            raise AudioclError(f"--model {pair!r}: expected NAME=FOLDER or FOLDER")
+        if name in out:
+            raise AudioclError(f"--model: the name {name!r} is given twice (use NAME=FOLDER)")
+        out[name] = folder
+    return out
+
+
 def _check_sizes(args: argparse.Namespace) -> None:
     from audiocl.errors import AudioclError
 
-    for opt in ("batch_size", "chunk"):
+    for opt in ("batch_size", "chunk", "clips", "threads", "repeats"):
         v = getattr(args, opt, None)
         if v is not None and v < 1:
             raise AudioclError(f"--{opt.replace('_', '-')} must be >= 1, got {v}")
@@ -183,6 +213,16 @@ def run(args: argparse.Namespace) -> int:
         )
         res = {**diagnostics(emb, labels), **meta}
         summary = "; ".join(f"{k}: gap {v['gap']:.4f} alignment {v['alignment']:.4f}" for k, v in res["pairs"].items())
+    elif cmd == "speed":
+        from audiocl.eval.speed import run_speed
+
+        res = run_speed(_named_models(args.model), args.manifest, clips=args.clips, split=args.split,
+                        baseline=args.baseline, threads=args.threads, repeats=args.repeats)  # fmt: skip
+        summary = "; ".join(
+            f"{name}: {r['total_ms']:.2f} ms a clip (front-end {r['frontend_ms']:.2f}, tower {r['tower_ms']:.2f})"
+            + (f", {r['ratio_total']:.3f}x {args.baseline}" if args.baseline else "")
+            for name, r in res["models"].items()
+        )
     else:  # argparse's choices make this unreachable
         raise AssertionError(cmd)
     json_path, md_path = write_results(res, args.out)

@@ -71,8 +71,14 @@ class DistillLoss(nn.Module):
 
     Teacher embeddings are read from ``outputs["embeddings"]`` or from
     ``batch["teacher_embeddings"]`` under ``teacher`` (and ``teacher_pair`` for
-    ``mode="kl"``). ``teacher_scale`` is the teacher's exp'd temperature
-    multiplier (default: the student's).
+    ``mode="kl"``); training fills the latter from the config's ``distill``
+    section (:mod:`audiocl.train.teacher`). ``teacher_scale`` is the teacher's
+    exp'd temperature multiplier (default: ``batch["teacher_logit_scale"]``,
+    the teacher model's own, else the student's).
+
+    tinyCLAP's loss (its Eq. 7, audio only: the student's audio embedding
+    towards the teacher's, both in the shared space) is ``mode="cosine"``:
+    ``1 - cos`` has the gradient of their ``-cos``.
     """
 
     def __init__(
@@ -109,7 +115,11 @@ class DistillLoss(nn.Module):
         y = D.gather_with_grad(self._lookup(self.pair, outputs, batch))
         f = D.gather_with_grad(self._lookup(self.teacher_pair, outputs, batch).detach().to(s))
         t = get_logit_scale(outputs)
-        tt = self.teacher_scale if self.teacher_scale is not None else t
+        tt: Tensor | float = t
+        if self.teacher_scale is not None:
+            tt = self.teacher_scale
+        elif batch is not None and "teacher_logit_scale" in batch:
+            tt = torch.as_tensor(batch["teacher_logit_scale"]).to(s)
         return similarity_distill_loss(s, y, e, f, t, tt)
 
 

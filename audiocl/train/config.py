@@ -35,6 +35,8 @@ Example (every section optional except what the run needs)::
     train: {epochs: 10, precision: bf16, grad_clip: 1.0, val_every: 1000,
             ckpt_every: 1000, best_metric: val_r1, best_mode: max, output_dir: exp/clap}
     distributed: {workers: 1, gpus: 0}
+    # a frozen teacher for the distill loss (tinyCLAP-style students; docs/distillation.md):
+    # distill: {teacher: exp/clap/model, store: data/store_teacher, towers: {audio: teacher_audio}}
 
 Command line: ``audiocl train --config FILE optim.lr=3e-4 data.batch_size=512``.
 
@@ -64,6 +66,7 @@ from audiocl.overrides import apply_overrides, parse_override
 
 __all__ = [
     "DataConfig",
+    "DistillConfig",
     "DistributedConfig",
     "LossConfig",
     "LossTerm",
@@ -264,6 +267,30 @@ class DistributedConfig(StrictModel):
     find_unused_parameters: bool = False
 
 
+class DistillConfig(StrictModel):
+    """A frozen teacher model whose embeddings of the training items the ``distill`` loss
+    reads (``batch["teacher_embeddings"][name]``), computed once before the first step."""
+
+    teacher: str | None = Field(None, description="the teacher's model folder (an `audiocl train` export)")
+    store: str | None = Field(
+        None, description="the teacher's feature store of the items (its own front-end); default: decode the files"
+    )
+    val_store: str | None = Field(None, description="the same for data.val_manifest (default: distill.store)")
+    towers: dict[str, str] = Field(
+        default_factory=lambda: {"audio": "teacher_audio"},
+        description="teacher tower -> the name the distill loss reads it by",
+    )
+    batch_size: int = Field(32, ge=1, description="clips per teacher forward pass")
+
+    @model_validator(mode="after")
+    def _needs_teacher(self) -> DistillConfig:
+        if (self.store or self.val_store) and not self.teacher:
+            raise ValueError("distill.store needs distill.teacher (the teacher's model folder)")
+        if not self.towers:
+            raise ValueError("distill.towers is empty: name at least one teacher tower, e.g. {audio: teacher_audio}")
+        return self
+
+
 class TrainingConfig(StrictModel):
     """The whole training run; ``model`` is the models package's config (dict or path)."""
 
@@ -274,6 +301,7 @@ class TrainingConfig(StrictModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     prompts: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,7 +353,7 @@ PATH_KEYS = (
     "data.store", "data.arrays", "data.val_arrays", "data.manifest", "data.val_store",
     "data.val_manifest", "data.webdataset", "data.val_webdataset", "data.stream_manifest",
     "data.val_stream_manifest", "train.output_dir",
-    "distributed.storage_path",
+    "distributed.storage_path", "distill.teacher", "distill.store", "distill.val_store",
 )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from audiocl.train.data import TrainData
 
 if TYPE_CHECKING:
     from audiocl.train.loop import FitResult
+    from audiocl.train.teacher import TeacherTargets
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -62,7 +63,28 @@ def build_loss_from_config(cfg: TrainingConfig) -> nn.Module:
             )
         if t.name == "multipositive" and cfg.data.caption_sampling != "all":
             raise AudioclError("loss multipositive needs data.caption_sampling=all (every caption of an item)")
+        if t.name == "distill":
+            _check_distill_term(cfg, t.kwargs)
+    if cfg.distill.teacher and not any(t.name == "distill" for t in terms):
+        raise AudioclError(f"distill.teacher is set ({cfg.distill.teacher}) but no loss term is 'distill': "
+                           "the teacher would be run for nothing")  # fmt: skip
     return loss
+
+
+def _check_distill_term(cfg: TrainingConfig, kwargs: dict[str, Any]) -> None:
+    """A distill term's teacher must be what ``distill`` provides, before anything is embedded."""
+    teacher = str(kwargs.get("teacher", "teacher_audio"))
+    provided = sorted(cfg.distill.towers.values()) if cfg.distill.teacher else []
+    if teacher not in provided:
+        raise AudioclError(
+            f"loss distill reads teacher embeddings '{teacher}', but "
+            + (f"distill.towers provides {provided}" if provided else
+               "no teacher is set: give distill.teacher (a model folder) and distill.towers "
+               f"{{<teacher tower>: {teacher}}}")
+        )  # fmt: skip
+    if (cfg.data.arrays or cfg.data.webdataset or cfg.data.stream_manifest) and cfg.distill.teacher:
+        raise AudioclError("distill.teacher works with data.store + data.manifest (the teacher embeds the "
+                           "manifest's items); not with data.arrays, data.webdataset or data.stream_manifest")
 
 
 class FeatureCollate:
@@ -92,13 +114,15 @@ class ModelInputs:
 
     def __init__(
         self, mapping: dict[str, str], input_keys: dict[str, str], sampling: str, *, pass_ids: bool = False,
-        hard_negatives: int = 0,
+        hard_negatives: int = 0, teacher: TeacherTargets | None = None, where: str = "",
     ) -> None:
         self.mapping, self.keys, self.sampling = dict(mapping), dict(input_keys), sampling
         # ids key a frozen tower's embedding cache; only sound when an item's
         # features are the same every epoch (no random crop)
         self.pass_ids = pass_ids
         self.hard_negatives = hard_negatives
+        # the distill loss's targets, added to the batch (audiocl.train.teacher)
+        self.teacher, self.where = teacher, where
 
     def _captions(self, batch: dict[str, Any], field: str, tower: str, batch_key: tuple[int, int, int]) -> list[str]:
         import torch
@@ -151,6 +175,8 @@ class ModelInputs:
                 out[f"{key}_lengths"] = batch["lengths"]
             if field == "features" and self.pass_ids and "ids" in batch:
                 out[f"{key}_ids"] = list(batch["ids"])
+        if self.teacher is not None:
+            self.teacher.attach(batch, self.where)
         return out
 
 
@@ -178,12 +204,23 @@ def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dic
             _s.set_epoch(epoch)
             return _s.permutation()
 
+    teacher = None
+    if cfg.distill.teacher:
+        from audiocl.train.teacher import build_teacher_targets
+
+        if manifest is None:
+            raise AudioclError(f"distill.teacher needs {'data.val_manifest' if val else 'data.manifest'}: "
+                               "the teacher embeds the manifest's items")  # fmt: skip
+        teacher_store = (cfg.distill.val_store or cfg.distill.store) if val else cfg.distill.store
+        teacher = build_teacher_targets(cfg.distill.teacher, manifest, cfg.distill.towers, store=teacher_store,
+                                        ids=ds.ids, batch_size=cfg.distill.batch_size)  # fmt: skip
     return TrainData(
         dataset=ds,
         collate=FeatureCollate(cfg.data.max_frames, policy),
         to_inputs=ModelInputs(
             cfg.data.inputs, input_keys, _val_sampling(cfg, val),
             pass_ids="rand" not in policy, hard_negatives=cfg.data.hard_negatives,
+            teacher=teacher, where=f"{'data.val_manifest' if val else 'data.manifest'} {manifest}",
         ),  # fmt: skip
         order=order,
     )
@@ -274,6 +311,7 @@ def build_components(cfg: TrainingConfig) -> Components:
     from audiocl.data.store import FeatureStore
 
     frontend = FeatureStore(cfg.data.store).config
+    loss = build_loss_from_config(cfg)  # its mistakes named before the teacher embeds anything
     model, keys = _model_and_input_keys(cfg, frontend)
     train_data = _data(cfg, cfg.data.store, cfg.data.manifest, keys, val=False)
     val_data = None
@@ -281,7 +319,7 @@ def build_components(cfg: TrainingConfig) -> Components:
         val_data = _data(cfg, cfg.data.val_store or cfg.data.store, cfg.data.val_manifest, keys, val=True)
     for store in dict.fromkeys(s for s in (cfg.data.store, cfg.data.val_store) if s):
         _prime_frozen_towers(model, store, cfg.data.length_policy)
-    return Components(model, build_loss_from_config(cfg), train_data, val_data, frontend)
+    return Components(model, loss, train_data, val_data, frontend)
 
 
 def _prime_frozen_towers(model: nn.Module, store: str, policy: str) -> None:
