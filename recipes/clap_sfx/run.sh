@@ -22,6 +22,9 @@
 #         alignment/uniformity, CWCL; CLIP is stage 3's model): train, evaluate, diagnostics
 #   15-16 the CompA-style compositional test: two-event clips + their store, CLIP vs hard negatives
 #   17    RESULTS_losses.md (./run.sh --stage 13 --stop-stage 17, after stages 0-4)
+#   18-21 tinyCLAP-style students: the from-scratch CNN distilled from the default model (stage 3's
+#         seed with the lowest val loss): train, evaluate, CPU time per clip, RESULTS_student.md
+#         (./run.sh --stage 18 --stop-stage 21, after stages 0-4 and 9-11)
 # Everything lands in data/ and exp/.
 set -euo pipefail
 
@@ -38,8 +41,10 @@ esc50_root=../../../shared/data/esc50-sample   # used for an extra zero-shot tes
 force=false
 python=python
 loss_variants="siglip dcl multipos clip_au cwcl"   # stages 13-14: conf/train_loss_<name>.yaml
-jobs=1                     # stages 13, 14, 16: variants trained / evaluated side by side
-_recipe_options="stage stop_stage nj seeds train_config whisper_config scratch_config train_args scratch_args esc50_root force python loss_variants jobs"
+jobs=1                     # stages 13, 14, 16, 18, 19: variants trained / evaluated side by side
+student_variants="cos sim" # stages 18-19: cos = tinyCLAP's loss, sim = it + similarity distillation
+speed_clips=64             # stage 20: test clips timed
+_recipe_options="stage stop_stage nj seeds train_config whisper_config scratch_config train_args scratch_args esc50_root force python loss_variants jobs student_variants speed_clips"
 
 cd "$(dirname "$0")"
 . ../utils/common.sh
@@ -121,7 +126,8 @@ train_seeds() {
     out=exp/${name}/seed${s}
     rm -rf "${out}/train" "${out}/eval"
     mkdir -p "${out}"
-    echo "audiocl train --config ${config} --output ${out}/train train.seed=${s} $*" > "${out}/command.txt"
+    # shell-quoted, so a line with spaces in an override can be pasted back
+    echo "audiocl train --config ${config} --output ${out}/train train.seed=${s}$(printf ' %q' "$@")" > "${out}/command.txt"
     t0=$(now_s)
     quietly "${out}/train.log" audiocl train --config "${config}" --output "${out}/train" train.seed="${s}" "$@"
     tail -n 1 "${out}/train.log" > "${out}/train_summary.json"
@@ -299,6 +305,67 @@ stage17() {
   ${python} local/write_loss_results.py --data "${data}" --exp exp --out RESULTS_losses.md
 }
 
+# The tinyCLAP-style students (stages 18-21): the from-scratch model (scratch_config: CNN10-tiny and
+# the frozen MiniLM) trained towards the teacher's audio embeddings instead of the captions. The
+# teacher is the default model (stages 3-4) of the seed with the lowest val loss; its embeddings of
+# the train and val clips are computed once, from its own store, when a training starts.
+teacher_model() {
+  ${python} -c "import json, sys
+runs = [(json.loads(open(f'exp/clap_sfx/seed{s}/train_summary.json').read())['best_metric'], s) for s in sys.argv[1:]]
+print(f'exp/clap_sfx/seed{min(runs)[1]}/train/model')" ${seeds}
+}
+
+# student_loss VARIANT: the loss override of a student variant.
+student_loss() {
+  case $1 in
+    cos) echo "loss.name=distill" ;;  # tinyCLAP, Eq. 7: 1 - cos(student audio, teacher audio)
+    # + the KL between the teacher's and the student's in-batch audio-caption similarity
+    # distributions (both sides' captions through the same frozen MiniLM)
+    sim) echo "loss.terms=[{name: distill}, {name: distill, kwargs: {mode: kl, pair: text, teacher_pair: text}}]" ;;
+    *) die "unknown student variant '$1' (known: cos sim)" ;;
+  esac
+}
+
+train_student() {
+  # shellcheck disable=SC2086
+  train_seeds "student_$1" "${scratch_config}" "distill.teacher=$(teacher_model)" \
+    "distill.store=${data}/store_aisfx" "$(student_loss "$1")" ${scratch_args}
+}
+
+stage18() {
+  log "teacher: $(teacher_model) (the lowest val loss of exp/clap_sfx/seed{${seeds// /,}})"
+  # shellcheck disable=SC2086
+  side_by_side train_student ${student_variants}
+}
+
+eval_student() {
+  evaluate "student_$1" "${data}/store_scratch"
+  validate "student_$1" "${data}/store_scratch"
+}
+
+stage19() {
+  # shellcheck disable=SC2086
+  side_by_side eval_student ${student_variants}
+}
+
+stage20() {
+  local v first
+  first=${seeds%% *}
+  local models=(--model "teacher=$(teacher_model)" --model "scratch=exp/scratch/seed${first}/train/model")
+  # the variants share one architecture: the first one stands for all
+  v=${student_variants%% *}
+  models+=(--model "student=exp/student_${v}/seed${first}/train/model")
+  mkdir -p exp/student
+  quietly exp/student/speed_test.log audiocl eval speed "${models[@]}" --baseline teacher \
+    --manifest "${data}/manifests/test.jsonl" --clips "${speed_clips}" --threads 1 --repeats 3 \
+    --out exp/student/speed_test.json
+  log "$(result_of exp/student/speed_test.log)"
+}
+
+stage21() {
+  ${python} local/write_student_results.py --data "${data}" --exp exp --out RESULTS_student.md
+}
+
 cmdline="./run.sh $*"  # as run from the recipe folder, however it was started
 mkdir -p exp/whisper exp/scratch exp/compa_clip
 t_start=$(now_s)
@@ -320,6 +387,10 @@ run_stage 14 "evaluation and diagnostics of the loss variants" stage14
 run_stage 15 "two-event clips (compositional test) + their extraction" stage15
 run_stage 16 "compositional test: CLIP vs hard-negative training, caption choice" stage16
 run_stage 17 "RESULTS_losses.md" stage17
+run_stage 18 "tinyCLAP students (${student_variants}) of the from-scratch CNN, seeds ${seeds}" stage18
+run_stage 19 "evaluation of the students" stage19
+run_stage 20 "CPU time per clip: teacher, from-scratch CNN, student" stage20
+run_stage 21 "RESULTS_student.md" stage21
 
 log "all selected stages finished in $(( $(now_s) - t_start )) s"
 log "model:   $(pwd)/exp/clap_sfx/seed0/train/model   (try: audiocl eval zeroshot --model $(pwd)/exp/clap_sfx/seed0/train/model ...)"
