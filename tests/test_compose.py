@@ -20,7 +20,8 @@ SR, EVENT_S = 8000, 0.25
 
 def _items(shared: Path) -> list[AudioItem]:
     rec = shared / "data" / "fsdd-dev" / "recordings"
-    return [AudioItem(id=f, path=str(rec / f), texts=[w], labels=[w], split="train")
+    return [AudioItem(id=f, path=str(rec / f), texts=[w], labels=[w], split="train", source="fsdd",
+                      license="CC BY-SA 4.0" if w != "two" else "CC0")
             for f, w in (("0_jackson_0.wav", "zero"), ("1_jackson_0.wav", "one"), ("2_jackson_0.wav", "two"))]
 
 
@@ -34,6 +35,10 @@ def test_compositions_are_deterministic_and_as_captioned(shared_dir, tmp_path):
         a, b = r.labels
         assert a != b
         kind = r.custom["composition"]
+        # a mix carries both recordings' licences, each once
+        assert r.source == "fsdd"
+        want = {"two": "CC0; CC BY-SA 4.0"}.get(a) or {"two": "CC BY-SA 4.0; CC0"}.get(b) or "CC BY-SA 4.0"
+        assert r.license == want, (a, b, r.license)
         assert (r.texts[0], r.custom["hard_negatives"]) == captions_for(kind, a, b)
         y, sr = sf.read(r.path, dtype="float32")
         assert sr == SR and y.shape[0] == (2 * win if kind == "sequence" else win) == r.num_samples

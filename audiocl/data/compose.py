@@ -92,6 +92,11 @@ def _pairs(labels: Sequence[str], n: int, rng: np.random.Generator) -> list[tupl
     return out
 
 
+def _both(a: str | None, b: str | None) -> str | None:
+    """Both events' field, each distinct value once (None when neither has one)."""
+    return "; ".join(dict.fromkeys(v for v in (a, b) if v)) or None
+
+
 def make_compositions(
     items: Sequence[Any],
     out_dir: str | Path,
@@ -107,9 +112,11 @@ def make_compositions(
     ``items``: :class:`audiocl.data.manifest.AudioItem` of one split, each with
     exactly one label (others are skipped). Returns the new clips' manifest
     items (for :func:`audiocl.data.manifest.write_manifest`): ``texts`` is the
-    positive caption, ``labels`` the two events' labels, and ``custom`` holds
-    ``hard_negatives`` (the swapped captions), ``composition`` (the kind) and
-    ``events`` (the source clip ids).
+    positive caption, ``labels`` the two events' labels, ``source`` and
+    ``license`` those of both events (``"; "``-joined, each once: a mix is a
+    derived work of both recordings), and ``custom`` holds ``hard_negatives``
+    (the swapped captions), ``composition`` (the kind) and ``events`` (the
+    source clip ids).
     """
     import soundfile as sf
 
@@ -144,6 +151,7 @@ def make_compositions(
         rows.append(AudioItem(
             id=f"{prefix}/{idx:05d}", path=str(path.resolve()), sampling_rate=sample_rate,
             num_samples=int(y.shape[0]), channels=1, texts=[pos], labels=[a, b], split=single[i].split,
+            source=_both(single[i].source, single[j].source), license=_both(single[i].license, single[j].license),
             custom={"hard_negatives": negs, "composition": kind, "events": [single[i].id, single[j].id]},
         ))  # fmt: skip
     return rows
