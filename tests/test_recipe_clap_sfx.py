@@ -367,3 +367,22 @@ def test_default_config_trains_from_frozen_extracted_features(shared_dir, tmp_pa
     assert enc_calls == []
     ref = embed_logmels(model, [np.array(fs[i], dtype=np.float32) for i in ids], keys=ids)
     assert enc_calls and torch.allclose(got, ref, atol=1e-5)
+
+
+def test_student_variants_are_valid_configs():
+    """Each student variant of run.sh (stages 18-21), read from run.sh itself, on conf/train_scratch.yaml
+    gives a loss that reads the teacher the distill section provides."""
+    import re
+
+    from audiocl.train.config import load_config
+    from audiocl.train.run import build_loss_from_config
+
+    text = (RECIPE / "run.sh").read_text()
+    variants = dict(re.findall(r'^\s+(\w+)\) echo "(loss\.[^"]+)" ;;', text, flags=re.M))
+    assert set(variants) == {"cos", "sim"}, variants
+    assert re.search(r'^student_variants="cos sim"', text, flags=re.M)
+    for name, override in variants.items():
+        cfg = load_config(RECIPE / "conf" / "train_scratch.yaml",
+                          ["distill.teacher=exp/clap_sfx/seed0/train/model", override])
+        loss = build_loss_from_config(cfg)
+        assert type(loss).__name__ == ("DistillLoss" if name == "cos" else "CombinedLoss"), name
