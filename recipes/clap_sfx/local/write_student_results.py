@@ -15,6 +15,7 @@ spread when ``|mean_a - mean_b| > std_a + std_b``.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def write(data: Path, exp: Path, out: Path) -> str:
         "distillation** (the KL between the teacher's and the student's in-batch audio-to-caption softmax, "
         "both directions, each at its own temperature), which tinyCLAP does not use; weights 1 and 1, not tuned.\n")
     L.append("Models: " + "; ".join(f"**{MODELS[n][0]}**: {MODELS[n][1]}" for n in present) + ".\n")
+    teachers = sorted({m.group(1) for n in present if n.startswith("student_") for d in seed_dirs(exp, n)
+                       if (c := d / "command.txt").is_file()
+                       and (m := re.search(r"distill\.teacher=(\S+)", c.read_text()))})
+    if teachers:
+        L.append(f"Teacher of every student: `{'`, `'.join(teachers)}` (chosen on the val split's loss; its "
+                 "numbers are that seed's in the teacher column).\n")
 
     L.append("## Size and CPU time per clip\n")
     if speed is not None:
@@ -112,8 +119,10 @@ def write(data: Path, exp: Path, out: Path) -> str:
     else:
         L.append("(stage 20 has not run: no `exp/student/speed_test.json`)\n")
     sizes = {n: _audio_params(exp, n) for n in present}
-    L.append("Audio parameters from the exported `model.safetensors` (`towers.audio.*`): "
-             + ", ".join(f"{MODELS[n][0]} {v:,}" for n, v in sizes.items() if v is not None) + ".\n")
+    L.append("Audio tower size in the exported `model.safetensors` (`towers.audio.*`, parameters and "
+             "BatchNorm statistics, float32): "
+             + ", ".join(f"{MODELS[n][0]} {v:,} values ({4 * v / 1e6:.2f} MB)" for n, v in sizes.items()
+                         if v is not None) + ".\n")
 
     L.append("## Zero-shot and retrieval (test splits; nothing chosen on them)\n")
     L.append("Every CNN model: the same network, store (16 kHz, 64 mels), optimiser, 12 epochs and seeds; each "
