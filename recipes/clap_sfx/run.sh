@@ -214,11 +214,13 @@ stage8() {
 
 # The from-scratch model: the laion_clap log-mel recipe at 16 kHz (512-point FFT, 10 ms
 # hop, 64 Slaney mels up to 8 kHz). At 48 kHz the STFT costs 3x as much for sounds
-# whose content here is nearly all below 8 kHz; see README.md.
+# whose content here is nearly all below 8 kHz; see README.md. Clip length 2 s, the crop
+# it trains on (data.max_frames=200): evaluation repeat-pads a shorter clip to 2 s and
+# averages 2 s windows of a longer one, so a 1.5 s clip costs 2 s of CNN, not 5 s.
 stage9() {
   extract "${data}/store_scratch" "" exp/scratch/extract_summary.json --preset laion_clap \
     --set sample_rate=16000 --set n_fft=512 --set win_length=512 --set hop_length=160 --set f_max=8000 \
-    --set clip_samples=80000
+    --set clip_samples=32000
 }
 
 stage10() {
