@@ -175,11 +175,12 @@ validate() {
   for s in ${seeds}; do
     model=exp/${name}/seed${s}/train/model ev=exp/${name}/seed${s}/val
     mkdir -p "${ev}"
-    log "${name} seed ${s}: zero-shot and retrieval on the val split"
-    audiocl eval zeroshot --model "${model}" --manifest "${m}/val.jsonl" --store "${store}" \
-      --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_val.json"
-    audiocl eval retrieval --model "${model}" --manifest "${m}/val.jsonl" --store "${store}" \
-      --out "${ev}/retrieval_val.json"
+    quietly "${ev}/zeroshot_val.log" audiocl eval zeroshot --model "${model}" --manifest "${m}/val.jsonl" \
+      --store "${store}" --prompts-file "${m}/prompts.txt" --out "${ev}/zeroshot_val.json"
+    quietly "${ev}/retrieval_val.log" audiocl eval retrieval --model "${model}" --manifest "${m}/val.jsonl" \
+      --store "${store}" --out "${ev}/retrieval_val.json"
+    log "${name} seed ${s}: val zero-shot $(result_of "${ev}/zeroshot_val.log"); val retrieval" \
+      "$(result_of "${ev}/retrieval_val.log")"
   done
 }
 
