@@ -217,7 +217,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
              "conf/model_aisfx.yaml --workers 2`; the same with `--out data/store_whisper --preset whisper "
              "--model-config conf/model_whisper.yaml` after `audiocl convert whisper-ct2 --out data/whisper_tiny_en`; "
              "for the from-scratch model `--out data/store_scratch --preset laion_clap --set sample_rate=16000 "
-             "--set n_fft=512 --set win_length=512 --set hop_length=160 --set f_max=8000 --set clip_samples=32000` "
+             "--set n_fft=512 --set win_length=512 --set hop_length=160 --set f_max=8000 --set clip_samples=null` "
              "(no tower).\n")
     L.append("Evaluation: `audiocl eval zeroshot` (held-out classes with `--classes "
              "data/manifests/zeroshot_classes.txt`; the test split over its own classes; the ESC-50 sample) "
