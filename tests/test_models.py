@@ -338,3 +338,24 @@ def test_frozen_cached_tensor_tower_keyed_by_ids():
     # the projection still trains through cached encoder outputs
     again.sum().backward()
     assert m.towers.v.projection.net[1].weight.grad is not None
+
+
+def test_inference_switches_only_training_modules_and_restores_each():
+    """audiocl.models.embed.inference: eval + no grad inside; afterwards each module's own mode
+    (a frozen encoder stays in eval mode, the rest trains again)."""
+    import torch
+    from torch import nn
+
+    from audiocl.models.embed import inference
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.Sequential(nn.BatchNorm1d(2)))
+    net.train()
+    net[2].eval()  # a frozen part
+    with inference(net) as m:
+        assert not any(x.training for x in m.modules())
+        assert not torch.is_grad_enabled()
+    assert [x.training for x in net.modules()] == [True, True, True, False, False]
+    net.eval()
+    with inference(net):
+        pass
+    assert not any(x.training for x in net.modules())
