@@ -217,9 +217,8 @@ stage8() {
 # hop, 64 Slaney mels up to 8 kHz). At 48 kHz the STFT costs 3x as much for sounds
 # whose content here is nearly all below 8 kHz; see README.md. No clip length: a model
 # embeds each clip whole, at its own length, in one pass, as the aisfx model does (it
-# trains on 2 s crops, data.max_frames=200). A fixed length costs CNN time on padding:
-# with 5 s (laion_clap's rule, repeat-padded) the CNN took 0.16 of the aisfx tower's CPU
-# time a test clip, with 2 s (short clips padded, long ones in windows) 0.106.
+# trains on 2 s crops, data.max_frames=200). A fixed length would spend CNN time on
+# padding: laion_clap's 5 s repeat-pads a 1.5 s test clip to 5 s.
 stage9() {
   extract "${data}/store_scratch" "" exp/scratch/extract_summary.json --preset laion_clap \
     --set sample_rate=16000 --set n_fft=512 --set win_length=512 --set hop_length=160 --set f_max=8000 \
