@@ -127,7 +127,8 @@ train_seeds() {
     rm -rf "${out}/train" "${out}/eval"
     mkdir -p "${out}"
     # shell-quoted, so a line with spaces in an override can be pasted back
-    echo "audiocl train --config ${config} --output ${out}/train train.seed=${s}$(printf ' %q' "$@")" > "${out}/command.txt"
+    echo "audiocl train --config ${config} --output ${out}/train train.seed=${s}$([ $# -eq 0 ] || printf ' %q' "$@")" \
+      > "${out}/command.txt"
     t0=$(now_s)
     quietly "${out}/train.log" audiocl train --config "${config}" --output "${out}/train" train.seed="${s}" "$@"
     tail -n 1 "${out}/train.log" > "${out}/train_summary.json"

@@ -32,9 +32,10 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _runner(summary: dict) -> str:
-    """How the extraction's workers ran: ``processes`` or ``Ray`` (summaries written
-    before the runner was recorded ran on Ray)."""
-    return {"ray": "Ray", None: "Ray"}.get(summary.get("runner"), str(summary.get("runner")))
+    """How the extraction's workers ran, as words: "worker processes" or "Ray workers"
+    (summaries written before the runner was recorded ran on Ray)."""
+    return {"ray": "Ray workers", None: "Ray workers", "processes": "worker processes"}.get(
+        summary.get("runner"), f"{summary.get('runner')} workers")
 
 
 def _last_json_line(path: Path) -> dict[str, Any] | None:
@@ -344,7 +345,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
         towers = "".join(f"; tower `{t['key']}`: {t['items']} clips, {t['cpu_ms_per_clip']} ms CPU a clip, "
                          f"{t['wall_seconds']} s wall" for t in es.get("towers", []))
         L.append(f"Extraction for {SHORT[n]}: {es.get('done')} clips, {es.get('failed')} failed, "
-                 f"{es.get('clips_per_second')} clips/s with {es.get('workers')} {_runner(es)} workers{towers}.\n")
+                 f"{es.get('clips_per_second')} clips/s with {es.get('workers')} {_runner(es)}{towers}.\n")
     text = "\n".join(L).rstrip() + "\n"
     out.write_text(text)
     return text
