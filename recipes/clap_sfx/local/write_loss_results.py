@@ -21,7 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from write_results import _json, _last_json_line, mean_std, seed_dirs, train_seconds  # noqa: E402
+from write_results import (  # noqa: E402
+    _json,
+    _last_json_line,
+    commands_as_run,
+    mean_std,
+    seed_dirs,
+    train_seconds,
+)
 
 #: exp/<name> -> (short name, what it is)
 VARIANTS = {
@@ -111,10 +118,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
              "`audiocl eval diagnostics --manifest data/manifests/test.jsonl` per seed (`diagnose()` in `run.sh`); "
              "the compositional test: `local/eval_compositional.py` on `data/compa/test.jsonl`.\n")
     L.append("```")
-    for n in present + compa:
-        for d in seed_dirs(exp, n):
-            c = d / "command.txt"
-            L.append(c.read_text().strip() if c.is_file() else f"{d}: command.txt missing")
+    L += commands_as_run(exp, present + compa)
     L.append("```\n")
 
     L.append("## Which loss (test splits; nothing chosen on them)\n")

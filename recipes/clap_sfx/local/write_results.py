@@ -183,6 +183,16 @@ def val_loss_row(exp: Path, names: list[str]) -> str:
     return "| best val loss (CLIP, lower is better) | " + " | ".join(cells) + " |"
 
 
+def commands_as_run(exp: Path, names: list[str]) -> list[str]:
+    """Each seed's ``command.txt`` of ``exp/<name>/seedN/``, one line a training, in order."""
+    out = []
+    for n in names:
+        for d in seed_dirs(exp, n):
+            c = d / "command.txt"
+            out.append(c.read_text().strip() if c.is_file() else f"{d}: command.txt missing")
+    return out
+
+
 def train_seconds(seed_dir: Path) -> float | None:
     """Wall seconds of `audiocl train` for one seed, as run.sh measured it (``train_seconds``)."""
     p = seed_dir / "train_seconds"
@@ -208,10 +218,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
              "this file again\n```\n")
     L.append("Each training, as run (from `exp/<model>/seedN/command.txt`):\n")
     L.append("```")
-    for n in present:
-        for d in seed_dirs(exp, n):
-            c = d / "command.txt"
-            L.append(c.read_text().strip() if c.is_file() else f"{d}: command.txt missing")
+    L += commands_as_run(exp, present)
     L.append("```\n")
     L.append("Extraction (stages 2, 6, 9; `extract()` in `run.sh`): `audiocl extract --manifest "
              "data/manifests/all.jsonl --out data/store_aisfx --preset aisfx --frozen-tower audio --model-config "

@@ -23,7 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "utils"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stage_timings import read_timings  # noqa: E402
 from write_loss_results import ROWS, beyond_spread, cell, values  # noqa: E402
-from write_results import _json, _last_json_line, param_counts, seed_dirs, train_seconds  # noqa: E402
+from write_results import (  # noqa: E402
+    _json,
+    _last_json_line,
+    commands_as_run,
+    param_counts,
+    seed_dirs,
+    train_seconds,
+)
 
 #: exp/<name> -> (short name, what it is)
 MODELS = {
@@ -64,10 +71,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
     L.append("Each training, as run (`exp/<model>/seedN/command.txt`); evaluation: `evaluate()` and `validate()` "
              "in `run.sh`; timing: `exp/student/speed_test.log`.\n")
     L.append("```")
-    for n in present:
-        for d in seed_dirs(exp, n):
-            c = d / "command.txt"
-            L.append(c.read_text().strip() if c.is_file() else f"{d}: command.txt missing")
+    L += commands_as_run(exp, present)
     speed = _json(exp / "student" / "speed_test.json")
     if speed is not None:
         names = " ".join(f"--model {k}={v['folder']}" for k, v in speed["models"].items())
@@ -147,7 +151,7 @@ def write(data: Path, exp: Path, out: Path) -> str:
         for other in ("scratch", "clap_sfx"):
             if other not in present:
                 continue
-            for label, *_ in TEST_ROWS[:3] + TEST_ROWS[3:4]:
+            for label, *_ in TEST_ROWS[:4]:  # the zero-shot rows
                 a, b = vals.get((label, n), []), vals.get((label, other), [])
                 big = beyond_spread(a, b)
                 if big:
