@@ -185,7 +185,10 @@ def _val_sampling(cfg: TrainingConfig, val: bool) -> str:
     return "first" if val and cfg.data.caption_sampling != "all" else cfg.data.caption_sampling
 
 
-def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dict[str, str], *, val: bool) -> TrainData:
+def _data(
+    cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dict[str, str], *, val: bool,
+    teacher_model: Any = None,
+) -> TrainData:
     from audiocl.data.loader import FeatureDataset, ShardShuffleSampler
 
     ds = FeatureDataset(store, manifest, fields=("hard_negatives",) if cfg.data.hard_negatives else ())
@@ -212,8 +215,8 @@ def _data(cfg: TrainingConfig, store: str, manifest: str | None, input_keys: dic
             raise AudioclError(f"distill.teacher needs {'data.val_manifest' if val else 'data.manifest'}: "
                                "the teacher embeds the manifest's items")  # fmt: skip
         teacher_store = (cfg.distill.val_store or cfg.distill.store) if val else cfg.distill.store
-        teacher = build_teacher_targets(cfg.distill.teacher, manifest, cfg.distill.towers, store=teacher_store,
-                                        ids=ds.ids, batch_size=cfg.distill.batch_size)  # fmt: skip
+        teacher = build_teacher_targets(teacher_model or cfg.distill.teacher, manifest, cfg.distill.towers,
+                                        store=teacher_store, ids=ds.ids, batch_size=cfg.distill.batch_size)  # fmt: skip
     return TrainData(
         dataset=ds,
         collate=FeatureCollate(cfg.data.max_frames, policy),
@@ -313,10 +316,17 @@ def build_components(cfg: TrainingConfig) -> Components:
     frontend = FeatureStore(cfg.data.store).config
     loss = build_loss_from_config(cfg)  # its mistakes named before the teacher embeds anything
     model, keys = _model_and_input_keys(cfg, frontend)
-    train_data = _data(cfg, cfg.data.store, cfg.data.manifest, keys, val=False)
+    teacher = None
+    if cfg.distill.teacher:
+        from audiocl.train.teacher import load_teacher
+
+        teacher = load_teacher(cfg.distill.teacher, cfg.distill.towers)  # once, for both manifests
+    train_data = _data(cfg, cfg.data.store, cfg.data.manifest, keys, val=False, teacher_model=teacher)
     val_data = None
     if cfg.data.val_manifest or cfg.data.val_store:
-        val_data = _data(cfg, cfg.data.val_store or cfg.data.store, cfg.data.val_manifest, keys, val=True)
+        val_data = _data(cfg, cfg.data.val_store or cfg.data.store, cfg.data.val_manifest, keys, val=True,
+                         teacher_model=teacher)  # fmt: skip
+    del teacher  # only its embeddings are kept
     for store in dict.fromkeys(s for s in (cfg.data.store, cfg.data.val_store) if s):
         _prime_frozen_towers(model, store, cfg.data.length_policy)
     return Components(model, loss, train_data, val_data, frontend)

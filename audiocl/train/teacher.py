@@ -33,7 +33,7 @@ import torch
 
 from audiocl.errors import AudioclError
 
-__all__ = ["TeacherTargets", "build_teacher_targets"]
+__all__ = ["TeacherTargets", "build_teacher_targets", "load_teacher"]
 
 
 class TeacherTargets:
@@ -60,19 +60,8 @@ class TeacherTargets:
         batch["teacher_logit_scale"] = torch.tensor(self.logit_scale)
 
 
-def build_teacher_targets(
-    teacher: str,
-    manifest: str,
-    towers: Mapping[str, str],
-    *,
-    store: str | None = None,
-    ids: Sequence[str] | None = None,
-    batch_size: int = 32,
-) -> TeacherTargets:
-    """Embed the items of ``manifest`` (those in ``ids`` when given) with the teacher's
-    audio towers (``towers``: teacher tower -> name in the batch) once."""
-    from audiocl.data.manifest import load_manifest
-    from audiocl.eval.embed import embed_items_audio
+def load_teacher(teacher: str, towers: Mapping[str, str]) -> Any:
+    """The teacher model folder, loaded once, in eval mode; its ``towers`` checked."""
     from audiocl.models import load_model
 
     try:
@@ -86,15 +75,34 @@ def build_teacher_targets(
         if model.towers[name].modality not in ("audio", "speech"):
             raise AudioclError(f"distill.towers: teacher tower '{name}' is a {model.towers[name].modality} "
                                "tower; only audio and speech towers are distilled from here")  # fmt: skip
+    return model.eval()
+
+
+def build_teacher_targets(
+    teacher: str | Any,
+    manifest: str,
+    towers: Mapping[str, str],
+    *,
+    store: str | None = None,
+    ids: Sequence[str] | None = None,
+    batch_size: int = 32,
+) -> TeacherTargets:
+    """Embed the items of ``manifest`` (those in ``ids`` when given) with the teacher's
+    audio towers (``towers``: teacher tower -> name in the batch) once. ``teacher``: a
+    model folder, or a model :func:`load_teacher` returned (loaded once for the train
+    and val manifests)."""
+    from audiocl.data.manifest import load_manifest
+    from audiocl.eval.embed import embed_items_audio
+
+    model = load_teacher(teacher, towers) if isinstance(teacher, str) else teacher
     items = load_manifest(manifest)
     if ids is not None:
         wanted = set(ids)
         items = [it for it in items if it.id in wanted]
     if not items:
         raise AudioclError(f"distill: no items of {manifest} to embed with the teacher")
-    print(f"train: distill: embedding {len(items)} items of {manifest} with the teacher {teacher}"
+    print(f"train: distill: embedding {len(items)} items of {manifest} with the teacher"
           f" ({', '.join(towers)})", file=sys.stderr)  # fmt: skip
-    model.eval()
     with torch.no_grad():
         vectors = {out: embed_items_audio(model, items, store=store, tower=name, batch_size=batch_size)
                    for name, out in towers.items()}  # fmt: skip
